@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test test-fast lint bench lock clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	@touch $@
+
+install: $(STAMP)
+
+## Build the demo market and run the main job end to end on it.
+demo: install
+	$(BIN)/hcp demo
+
+## Install what the tests need and run every test (real-data tests included when ../shared/data exists).
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/bench_features.py
+
+## Re-pin constraints.txt from the current environment.
+lock: install
+	@{ echo "# Pinned versions installed by 'make' (pip install -c constraints.txt). Regenerate with 'make lock'."; \
+	   $(PIP) freeze --exclude-editable | grep -v -i '^hybrid-control-plane'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

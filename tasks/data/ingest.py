@@ -1,0 +1,92 @@
+"""Import = read a source, validate, adjust, write the quality report and the bar store."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.data.adjust import adjust_bars
+from tasks.data.sources import BarSource
+from tasks.data.store import UNKNOWN_SECTOR, complete_constituents, content_hash, write_store
+from tasks.data.validate import validate_bars
+from tasks.io import atomic_write_json, frame_hash
+from tasks.paths import Paths
+from tasks.settings import AppSettings
+
+
+class NothingUsable(RuntimeError):
+    """Validation left no usable bar; the quality report says why."""
+
+    def __init__(self, message: str, report: Path):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class ImportResult:
+    """Summary of one import."""
+
+    store: Path
+    report: Path
+    changed: bool
+    content_hash: str
+    rows_in: int
+    rows_kept: int
+    symbols_kept: int
+    findings: pd.DataFrame
+
+
+def _sector_findings(cons: pd.DataFrame, had_constituents: bool) -> list[dict]:
+    missing = cons.loc[cons["sector"] == UNKNOWN_SECTOR, "symbol"]
+    why = "not in the constituents file" if had_constituents else "no constituents file given"
+    return [{"symbol": s, "date": None, "rule": "unknown_sector", "action": "warning",
+             "detail": f"sector unknown ({why}); sector features treat it as its own group"}
+            for s in missing]
+
+
+def write_quality_report(folder: Path, source: str, key: str, inputs: list[str],
+                         rows_in: int, bars: pd.DataFrame, findings: pd.DataFrame) -> Path:
+    """Write the JSON quality report (deterministic: same inputs, same bytes)."""
+    counts = Counter(zip(findings["rule"], findings["action"], strict=True))
+    report = {
+        "source": source,
+        "inputs": inputs,
+        "rows_in": rows_in,
+        "rows_kept": int(len(bars)),
+        "symbols_kept": int(bars["symbol"].nunique()) if len(bars) else 0,
+        "summary": [{"rule": r, "action": a, "count": n} for (r, a), n in sorted(counts.items())],
+        "findings": findings.where(findings.notna(), None).to_dict(orient="records"),
+    }
+    return atomic_write_json(Path(folder) / f"import_{source}_{key[:12]}.json", report)
+
+
+def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
+                as_of: pd.Timestamp | None = None) -> ImportResult:
+    """Validate and store what ``source`` delivers; raise :class:`NothingUsable` if nothing is."""
+    loaded = source.load()
+    checked = validate_bars(loaded.bars, settings.data, as_of)
+    findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns),
+                          checked.findings], ignore_index=True).astype("object")
+    rows_in = int(len(loaded.bars))
+    if checked.bars.empty:
+        key = frame_hash(loaded.bars.astype("string")) if rows_in else "empty"
+        report = write_quality_report(paths.quality, source.name, key, loaded.inputs,
+                                      rows_in, checked.bars, findings)
+        raise NothingUsable(f"no usable bars in {loaded.inputs}; see {report}", report)
+    bars = adjust_bars(checked.bars)
+    cons = complete_constituents(bars, loaded.constituents)
+    findings = pd.concat([findings, pd.DataFrame(
+        _sector_findings(cons, loaded.constituents is not None), columns=findings.columns)],
+        ignore_index=True).astype("object")
+    digest = content_hash(bars, cons)
+    report = write_quality_report(paths.quality, source.name, digest, loaded.inputs,
+                                  rows_in, bars, findings)
+    meta = {"source": source.name, "inputs": loaded.inputs,
+            "quality_report": str(report.relative_to(paths.home))
+            if report.is_relative_to(paths.home) else str(report)}
+    outcome = write_store(paths.store, bars, cons, meta)
+    return ImportResult(paths.store, report, outcome.changed, outcome.content_hash, rows_in,
+                        int(len(bars)), int(bars["symbol"].nunique()), findings)

@@ -1,0 +1,220 @@
+"""Market-data sources behind one interface: demo, parquet, csv and (optional) yfinance.
+
+A source only reads: it returns the vendor-format bars it found, an optional constituents
+frame, and findings for inputs it could not read at all (a vendor error payload saved where
+a CSV was expected, a file missing required columns). Row-level validation is elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from tasks.data.schemas import CONSTITUENT_COLUMNS, VENDOR_COLUMNS
+
+COLUMN_ALIASES = {"timestamp": "date", "ticker": "symbol", "adj_close": "adjusted_close"}
+PAYLOAD_MARKERS = ("error message", "information", "note", "thank you for using")
+
+
+class SourceError(RuntimeError):
+    """A source cannot deliver anything (bad path, unreadable file, missing extra)."""
+
+
+@dataclass
+class SourceResult:
+    """What a source delivered."""
+
+    bars: pd.DataFrame
+    constituents: pd.DataFrame | None
+    inputs: list[str]
+    findings: list[dict] = field(default_factory=list)
+
+
+class BarSource(Protocol):
+    """Anything that can deliver vendor-format daily bars."""
+
+    name: str
+
+    def load(self) -> SourceResult:
+        """Read the bars (and constituents, if known)."""
+        ...
+
+
+def _file_finding(path: Path, rule: str, detail: str) -> dict:
+    return {"symbol": None, "date": None, "rule": rule, "action": "file_rejected",
+            "detail": f"{path}: {detail}"}
+
+
+def _normalise_columns(df: pd.DataFrame) -> pd.DataFrame:
+    cols = {c: COLUMN_ALIASES.get(str(c).strip().lower(), str(c).strip().lower()) for c in df}
+    return df.rename(columns=cols)
+
+
+def _missing_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in VENDOR_COLUMNS if c not in df.columns]
+
+
+def looks_like_vendor_payload(head: str) -> str | None:
+    """Return a reason if the text is an API error/notice payload instead of CSV rows."""
+    text = head.lstrip()
+    if text.startswith(("{", "[")):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        shown = json.dumps(body)[:120] if body is not None else text[:120].replace("\n", " ")
+        return f"JSON/vendor payload instead of CSV rows: {shown}"
+    first = text.splitlines()[0].lower() if text else ""
+    if any(m in first for m in PAYLOAD_MARKERS):
+        return f"vendor notice instead of CSV header: {first[:120]!r}"
+    return None
+
+
+def read_constituents(path: Path | None) -> pd.DataFrame | None:
+    """Read a constituents CSV/parquet (symbol, name, sector); None when no path."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"constituents file {path} does not exist")
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    df = _normalise_columns(df)
+    missing = [c for c in CONSTITUENT_COLUMNS if c not in df.columns]
+    if missing:
+        raise SourceError(f"constituents file {path} lacks columns {missing}")
+    return df[CONSTITUENT_COLUMNS].astype("string").drop_duplicates("symbol")
+
+
+@dataclass
+class ParquetSource:
+    """One parquet file (or a folder of them) in the vendor format."""
+
+    path: Path
+    constituents_path: Path | None = None
+    name: str = "parquet"
+
+    def load(self) -> SourceResult:
+        path = Path(self.path)
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise SourceError(f"no parquet file at {path}")
+        frames, findings = [], []
+        for f in files:
+            df = _normalise_columns(pq.read_table(f).to_pandas())
+            missing = _missing_columns(df)
+            if missing:
+                findings.append(_file_finding(f, "missing_columns", f"lacks {missing}"))
+                continue
+            frames.append(df[VENDOR_COLUMNS])
+        bars = pd.concat(frames, ignore_index=True) if frames else _empty()
+        return SourceResult(bars, read_constituents(self.constituents_path),
+                            [str(f) for f in files], findings)
+
+
+@dataclass
+class CsvSource:
+    """One CSV file, or a folder of per-symbol CSVs (symbol from the file name if no column)."""
+
+    path: Path
+    constituents_path: Path | None = None
+    name: str = "csv"
+
+    def load(self) -> SourceResult:
+        path = Path(self.path)
+        files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+        if not files or not all(f.is_file() for f in files):
+            raise SourceError(f"no CSV file at {path}")
+        frames, findings = [], []
+        for f in files:
+            df, finding = self._read_one(f)
+            if finding:
+                findings.append(finding)
+            elif df is not None:
+                frames.append(df)
+        bars = pd.concat(frames, ignore_index=True) if frames else _empty()
+        return SourceResult(bars, read_constituents(self.constituents_path),
+                            [str(f) for f in files], findings)
+
+    @staticmethod
+    def _read_one(f: Path) -> tuple[pd.DataFrame | None, dict | None]:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+        reason = looks_like_vendor_payload(head)
+        if reason:
+            return None, _file_finding(f, "vendor_error_payload", reason)
+        try:
+            df = _normalise_columns(pd.read_csv(f, dtype={"symbol": str}))
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            return None, _file_finding(f, "unreadable_csv", str(exc)[:200])
+        if "symbol" not in df.columns:
+            df.insert(0, "symbol", f.stem)
+        missing = _missing_columns(df)
+        if missing:
+            return None, _file_finding(f, "missing_columns", f"lacks {missing}")
+        return df[VENDOR_COLUMNS], None
+
+
+@dataclass
+class DemoSource:
+    """The seeded synthetic market, written in the vendor format and read back like real data."""
+
+    folder: Path
+    seed: int = 7
+    n_symbols: int = 60
+    n_sectors: int = 10
+    start: str = "2017-01-03"
+    end: str = "2024-12-31"
+    inject_bad_rows: bool = True
+    name: str = "demo"
+
+    def load(self) -> SourceResult:
+        from tasks.data.demo import DemoSpec, generate_demo_market, write_demo_market
+
+        spec = DemoSpec(seed=self.seed, n_symbols=self.n_symbols, n_sectors=self.n_sectors,
+                        start=self.start, end=self.end, inject_bad_rows=self.inject_bad_rows)
+        files = write_demo_market(generate_demo_market(spec), Path(self.folder))
+        inner = ParquetSource(files["bars"], files["constituents"], name="demo")
+        return inner.load()
+
+
+@dataclass
+class YFinanceSource:
+    """Optional: download bars with yfinance (needs the ``yfinance`` extra and internet)."""
+
+    symbols: list[str]
+    start: str
+    end: str
+    name: str = "yfinance"
+
+    def load(self) -> SourceResult:
+        try:
+            import yfinance as yf
+        except ImportError as exc:
+            raise SourceError("the yfinance source needs: pip install '.[yfinance]'") from exc
+        frames = []
+        for sym in self.symbols:
+            raw = yf.Ticker(sym).history(start=self.start, end=self.end, auto_adjust=False,
+                                         actions=True)
+            frames.append(_from_yfinance(sym, raw))
+        return SourceResult(pd.concat(frames, ignore_index=True), None, list(self.symbols))
+
+
+def _from_yfinance(symbol: str, raw: pd.DataFrame) -> pd.DataFrame:
+    """Map yfinance's columns to the vendor format."""
+    df = raw.reset_index().rename(columns=str.lower)
+    split = df.get("stock splits", 0.0).replace(0.0, 1.0)
+    return pd.DataFrame({
+        "symbol": symbol, "date": pd.to_datetime(df["date"]).dt.tz_localize(None).dt.normalize(),
+        "open": df["open"], "high": df["high"], "low": df["low"], "close": df["close"],
+        "adjusted_close": df["adj close"], "volume": df["volume"],
+        "dividend_amount": df.get("dividends", 0.0), "split_coefficient": split,
+    })
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in VENDOR_COLUMNS})

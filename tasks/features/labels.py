@@ -1,0 +1,76 @@
+"""Triple-barrier labels: does the take-profit get touched before the stop within the horizon?
+
+For a signal on session D (entry at D's adjusted close, ATR measured on sessions <= D):
+
+- take-profit = entry + ``take_profit_atr`` x ATR, stop = entry - ``stop_atr`` x ATR;
+- the path is the adjusted high/low of sessions D+1 .. D+h only (shift backward = looking
+  ahead: it is used here and nowhere in the features);
+- win (1) when a high reaches the take-profit on an earlier session than any low reaches the
+  stop; loss (0) when the stop comes first;
+- both on the same session: the order inside the bar is unknown, ``labels.same_bar`` decides
+  (default ``loss``: conservative);
+- neither within h sessions (timeout): loss (0) -- the trade did not reach its target;
+- the label and the forward return are NaN while session D+h has no bar (horizon incomplete).
+
+``fwd_return_<h>`` = log(adj_close[D+h] / adj_close[D]), for rank-IC evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.features.kernels import atr
+from tasks.features.panel import build_panel, to_long
+from tasks.settings import AppSettings
+
+OUTCOMES = ("tp", "sl", "both", "timeout")
+
+
+def _first_touch(level: np.ndarray, path: pd.DataFrame, h: int, above: bool) -> np.ndarray:
+    """First k in 1..h with path[t+k] crossing ``level[t]`` (inf when never)."""
+    first = np.full(level.shape, np.inf)
+    for step in range(h, 0, -1):  # backwards so the earliest touch is written last
+        ahead = path.shift(-step).to_numpy()
+        hit = ahead >= level if above else ahead <= level
+        first[hit] = step
+    return first
+
+
+def barrier_labels(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame,
+                   atr_abs: pd.DataFrame, h: int, settings: AppSettings
+                   ) -> dict[str, np.ndarray]:
+    """Label, outcome code and forward return arrays (T, N) for horizon ``h``."""
+    cfg = settings.labels
+    entry = close.to_numpy()
+    a = atr_abs.to_numpy()
+    with np.errstate(invalid="ignore"):
+        t_up = _first_touch(entry + cfg.take_profit_atr * a, high, h, above=True)
+        t_dn = _first_touch(entry - cfg.stop_atr * a, low, h, above=False)
+    complete = close.shift(-h).notna().to_numpy() & np.isfinite(entry) & np.isfinite(a)
+    outcome = np.select([t_up < t_dn, t_dn < t_up, np.isfinite(t_up) & (t_up == t_dn)],
+                        [0, 1, 2], default=3)
+    same = {"loss": 0.0, "win": 1.0, "drop": np.nan}[cfg.same_bar]
+    label = np.choose(outcome, [1.0, 0.0, same, 0.0]).astype("float64")
+    label[~complete] = np.nan
+    fwd = np.log(close.shift(-h) / close).to_numpy().copy()
+    fwd[~complete] = np.nan
+    return {"label": label, "outcome": np.where(complete, outcome, -1), "fwd_return": fwd}
+
+
+def build_labels(bars: pd.DataFrame, settings: AppSettings) -> pd.DataFrame:
+    """Labels for every (symbol, session) with a bar: label_/outcome_/fwd_return_<horizon>."""
+    p = build_panel(bars, None, settings.data.calendar)
+    atr_abs = atr(p.high, p.low, p.close, settings.features.atr_window)
+    frames: dict[str, np.ndarray] = {}
+    for name, h in settings.labels.horizons.items():
+        res = barrier_labels(p.high, p.low, p.close, atr_abs, h, settings)
+        frames[f"label_{name}"] = res["label"]
+        codes = res["outcome"]
+        frames[f"outcome_{name}"] = np.where(codes >= 0, np.array(OUTCOMES, dtype=object)[codes],
+                                             None)
+        frames[f"fwd_return_{name}"] = res["fwd_return"]
+    out = to_long(p, frames, p.present)
+    for name in settings.labels.horizons:
+        out[f"outcome_{name}"] = out[f"outcome_{name}"].astype("string")
+    return out

@@ -1,0 +1,61 @@
+"""Where everything is written: one root folder, ``$HCP_HOME`` (default: the project folder)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.settings import PROJECT_ROOT
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The output layout under one root; folders are created on demand by the writers."""
+
+    home: Path
+
+    @classmethod
+    def from_env(cls) -> Paths:
+        """Root from ``$HCP_HOME``, else the project folder."""
+        return cls(Path(os.environ.get("HCP_HOME") or PROJECT_ROOT).resolve())
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def store(self) -> Path:
+        return self.data / "store"
+
+    @property
+    def demo(self) -> Path:
+        return self.data / "demo"
+
+    @property
+    def features(self) -> Path:
+        return self.data / "features"
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def val(self) -> Path:
+        return self.home / "val"
+
+    @property
+    def reports(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def quality(self) -> Path:
+        return self.reports / "quality"
+
+    @property
+    def runs(self) -> Path:
+        return self.reports / "runs"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / ".prefect"

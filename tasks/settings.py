@@ -1,0 +1,228 @@
+"""One typed settings tree, loaded from ``config/app.yaml`` with environment overrides.
+
+Precedence (highest first): explicit overrides passed to :func:`load_settings`, environment
+variables ``HCP_<SECTION>__<FIELD>`` (e.g. ``HCP_LABELS__TAKE_PROFIT_ATR=3``), the YAML file,
+then the defaults below. An invalid value fails fast with :class:`ConfigError`, whose message
+names the key, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config" / "app.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of its allowed range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoSettings(_Section):
+    seed: int = Field(7, ge=0, description="Seed of the synthetic demo market (same seed, same bytes).")
+    n_symbols: int = Field(60, ge=10, le=2000, description="Number of demo symbols.")
+    n_sectors: int = Field(10, ge=2, le=11, description="Number of demo sectors (GICS names).")
+    start: str = Field("2017-01-03", description="First calendar date of the demo market.")
+    end: str = Field("2024-12-31", description="Last calendar date of the demo market.")
+    inject_bad_rows: bool = Field(True, description="Inject a few defective rows to exercise validation.")
+
+
+class DataSettings(_Section):
+    calendar: str = Field("XNYS", description="exchange_calendars code of the trading calendar.")
+    demo: DemoSettings = Field(default_factory=DemoSettings, description="Demo market generator.")
+    split_min_jump: float = Field(
+        0.6, gt=0.05, lt=3.0,
+        description="Minimum |log| close-to-close jump (raw and adjusted) to be examined as a split.",
+    )
+    split_ratio_tolerance: float = Field(
+        0.03, gt=0.0, le=0.2,
+        description="Relative distance to a common split ratio under which a jump 'looks like a split'.",
+    )
+    stale_max_sessions: int = Field(
+        5, ge=0, le=250,
+        description="A symbol whose last bar is more than this many sessions before the data's last "
+        "session (or the requested as-of) is stale.",
+    )
+
+
+class FeatureSettings(_Section):
+    return_windows: list[int] = Field(
+        [1, 5, 20, 60], description="Windows (sessions) of the log-return features."
+    )
+    vol_window: int = Field(20, ge=5, le=252, description="Window of realised volatility.")
+    atr_window: int = Field(14, ge=2, le=100, description="Window of the ATR (Wilder smoothing).")
+    rsi_window: int = Field(14, ge=2, le=100, description="Window of the RSI (Wilder smoothing).")
+    macd_fast: int = Field(12, ge=2, le=100, description="MACD fast EMA span.")
+    macd_slow: int = Field(26, ge=3, le=200, description="MACD slow EMA span.")
+    macd_signal: int = Field(9, ge=2, le=100, description="MACD signal EMA span.")
+    ma_windows: list[int] = Field([20, 50, 200], description="Moving averages for distance features.")
+    volume_window: int = Field(20, ge=5, le=252, description="Window of the volume z-score.")
+    corr_window: int = Field(60, ge=10, le=252, description="Window of average pairwise correlation.")
+    zscore_window: int = Field(252, ge=20, le=1260, description="Window of the index-vol z-score.")
+    min_history: int = Field(
+        60, ge=1, le=1000, description="Sessions of history a symbol needs before its features count."
+    )
+
+    @model_validator(mode="after")
+    def _macd_order(self) -> FeatureSettings:
+        if self.macd_fast >= self.macd_slow:
+            raise ValueError("features.macd_fast must be smaller than features.macd_slow")
+        if any(w < 1 for w in self.return_windows + self.ma_windows):
+            raise ValueError("features windows must be >= 1")
+        return self
+
+
+class LabelSettings(_Section):
+    horizons: dict[str, int] = Field(
+        {"short": 5, "mid": 20}, description="Label horizons in sessions, by name."
+    )
+    take_profit_atr: float = Field(2.5, gt=0, le=20, description="Take-profit distance in ATRs.")
+    stop_atr: float = Field(1.8, gt=0, le=20, description="Stop distance in ATRs.")
+    same_bar: Literal["loss", "win", "drop"] = Field(
+        "loss", description="Outcome when one bar touches both barriers (order unknown): "
+        "'loss' (conservative), 'win', or 'drop' (label NaN)."
+    )
+
+    @model_validator(mode="after")
+    def _horizons_positive(self) -> LabelSettings:
+        bad = {k: v for k, v in self.horizons.items() if not 1 <= v <= 252}
+        if bad:
+            raise ValueError(f"labels.horizons must be in [1, 252] sessions, got {bad}")
+        return self
+
+
+class RegimeSettings(_Section):
+    vol_feature: str = Field("vol_20", description="Feature whose training-span terciles cut regimes.")
+    vol_quantiles: tuple[float, float] = Field(
+        (1 / 3, 2 / 3), description="Quantiles that split low/med/high volatility."
+    )
+    trend_fast: int = Field(20, ge=2, le=250, description="Fast MA of the market trend test.")
+    trend_slow: int = Field(50, ge=5, le=400, description="Slow MA of the market trend test.")
+    trend_spread: float = Field(0.02, gt=0, le=0.5, description="|fast/slow - 1| above which: trending.")
+    volatile_atr_mult: float = Field(1.5, gt=1, le=10, description="Index ATR / its average above: volatile.")
+    atr_average_window: int = Field(100, ge=10, le=1000, description="Window of the average index ATR.")
+
+
+class RuntimeSettings(_Section):
+    n_threads: int = Field(2, ge=1, le=256, description="Threads any model or kernel may use.")
+
+
+class AppSettings(BaseSettings):
+    """The whole configuration tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HCP_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data: DataSettings = Field(default_factory=DataSettings, description="Market data and validation.")
+    features: FeatureSettings = Field(default_factory=FeatureSettings, description="Feature kernels.")
+    labels: LabelSettings = Field(default_factory=LabelSettings, description="Triple-barrier labels.")
+    regimes: RegimeSettings = Field(default_factory=RegimeSettings, description="Regime detection.")
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings, description="Compute limits.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init kwargs (the YAML file merged with explicit overrides) lose to the environment."""
+        return env_settings, init_settings
+
+
+def config_path() -> Path:
+    """The YAML file in force: ``$HCP_CONFIG``, else ``$HCP_HOME/config/app.yaml``, else the project's."""
+    if os.environ.get("HCP_CONFIG"):
+        return Path(os.environ["HCP_CONFIG"])
+    home = os.environ.get("HCP_HOME")
+    if home and (Path(home) / "config" / "app.yaml").is_file():
+        return Path(home) / "config" / "app.yaml"
+    return DEFAULT_CONFIG
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (set HCP_CONFIG or create it)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return raw
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], val)
+        else:
+            out[key] = val
+    return out
+
+
+def _field_range(loc: tuple[Any, ...]) -> str:
+    """The allowed range of the field at ``loc``, read from its constraints ('' if none)."""
+    model: Any = AppSettings
+    info = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return ""
+        info = fields[part]
+        model = info.annotation
+    if info is None:
+        return ""
+    bounds = []
+    for meta in info.metadata:
+        if isinstance(meta, Ge):
+            bounds.append(f">= {meta.ge}")
+        elif isinstance(meta, Gt):
+            bounds.append(f"> {meta.gt}")
+        elif isinstance(meta, Le):
+            bounds.append(f"<= {meta.le}")
+        elif isinstance(meta, Lt):
+            bounds.append(f"< {meta.lt}")
+    return " and ".join(bounds)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """Turn pydantic's error list into lines naming key, value, problem and allowed range."""
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        allowed = _field_range(tuple(err["loc"]))
+        hint = f"; allowed: {allowed}" if allowed else ""
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"  - {key}{shown}: {err['msg']}{hint}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
+    """Load and validate the settings tree; raise :class:`ConfigError` with a readable message."""
+    path = path or config_path()
+    data = _deep_merge(_read_yaml(path), overrides)
+    try:
+        return AppSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{path} + HCP_* environment")) from exc
