@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import exchange_calendars as xcals
@@ -11,7 +12,9 @@ import pandas as pd
 @lru_cache(maxsize=8)
 def _calendar(code: str) -> xcals.ExchangeCalendar:
     try:
-        return xcals.get_calendar(code, start="1990-01-01")
+        with warnings.catch_warnings():  # a pandas-3 deprecation inside exchange_calendars
+            warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+            return xcals.get_calendar(code, start="1990-01-01")
     except xcals.errors.InvalidCalendarName as exc:
         raise ValueError(f"unknown exchange calendar {code!r} (e.g. XNYS, XLON, XTSE)") from exc
 
