@@ -73,3 +73,22 @@ def test_resolve_as_of(home):
     assert resolve_as_of("2022-05-02", home.store, cal) == pd.Timestamp("2022-05-02")
     with pytest.raises(ValueError, match="not a date"):
         resolve_as_of("yesterday-ish", home.store, cal)
+
+
+def test_prefect_yaml_deployments_point_at_real_flows():
+    import importlib
+
+    import yaml
+    from prefect import Flow
+
+    from tasks.settings import PROJECT_ROOT
+
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    assert spec["deployments"], "prefect.yaml declares no deployment"
+    for dep in spec["deployments"]:
+        path, name = dep["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert isinstance(getattr(module, name), Flow), dep["entrypoint"]
+        for sched in dep["schedules"]:
+            assert sched["timezone"] == "America/New_York"
+            assert len(sched["cron"].split()) == 5
