@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -35,10 +36,16 @@ def _fsync(path: Path) -> None:
 
 
 def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp)`` on a temp file beside ``path``, fsync it, then rename it into place."""
+    """Call ``writer(tmp)`` on a temp file beside ``path``, fsync it, then rename it into place.
+
+    When ``path`` already holds exactly these bytes it is left untouched (same mtime), so a
+    re-run with the same inputs changes nothing on disk.
+    """
     path = Path(path)
     with _temp_in(path.parent, path.suffix) as tmp:
         writer(tmp)
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            return path
         _fsync(tmp)
         os.replace(tmp, path)
     return path

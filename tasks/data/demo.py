@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from tasks.data.calendar import sessions
+from tasks.io import atomic_write
 
 SECTORS = (
     "Information Technology", "Financials", "Health Care", "Industrials",
@@ -76,15 +76,10 @@ class DemoMarket:
     regimes: pd.Series
 
 
-@lru_cache(maxsize=8)
 def _sessions(start: str, end: str) -> pd.DatetimeIndex:
     """NYSE sessions from start to end as tz-naive datetime64[us]."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
-        cal = xcals.get_calendar("XNYS", start=start, end=end)
-    sessions = pd.DatetimeIndex(cal.sessions_in_range(start, end))
-    sessions = sessions.tz_localize(None) if sessions.tz is not None else sessions
-    return pd.DatetimeIndex(sessions.as_unit("us"), name="date", freq=None)
+    days = sessions("XNYS", start, end)
+    return pd.DatetimeIndex(days.as_unit("us"), name="date", freq=None)
 
 
 def _check_spec(spec: DemoSpec, n_days: int) -> None:
@@ -391,9 +386,9 @@ def write_demo_market(market: DemoMarket, folder: Path) -> dict[str, Path]:
         "injected": folder / "injected_defects.csv",
     }
     table = pa.Table.from_pandas(market.bars, preserve_index=False)
-    pq.write_table(table, paths["bars"], compression="zstd")
-    market.constituents.to_csv(paths["constituents"], index=False, lineterminator="\n")
-    market.injected.to_csv(
-        paths["injected"], index=False, lineterminator="\n", date_format="%Y-%m-%d"
-    )
+    atomic_write(paths["bars"], lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    atomic_write(paths["constituents"], lambda tmp: market.constituents.to_csv(
+        tmp, index=False, lineterminator="\n"))
+    atomic_write(paths["injected"], lambda tmp: market.injected.to_csv(
+        tmp, index=False, lineterminator="\n", date_format="%Y-%m-%d"))
     return paths

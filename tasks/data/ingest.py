@@ -68,7 +68,7 @@ def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
     """Validate and store what ``source`` delivers; raise :class:`NothingUsable` if nothing is."""
     loaded = source.load()
     checked = validate_bars(loaded.bars, settings.data, as_of)
-    findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns),
+    findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns, dtype=object),
                           checked.findings], ignore_index=True).astype("object")
     rows_in = int(len(loaded.bars))
     if checked.bars.empty:
@@ -79,7 +79,7 @@ def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
     bars = adjust_bars(checked.bars)
     cons = complete_constituents(bars, loaded.constituents)
     findings = pd.concat([findings, pd.DataFrame(
-        _sector_findings(cons, loaded.constituents is not None), columns=findings.columns)],
+        _sector_findings(cons, loaded.constituents is not None), columns=findings.columns, dtype=object)],
         ignore_index=True).astype("object")
     digest = content_hash(bars, cons)
     report = write_quality_report(paths.quality, source.name, digest, loaded.inputs,

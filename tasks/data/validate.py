@@ -36,7 +36,8 @@ class ValidationResult:
 
 def _finding(symbol, date, rule: str, action: str, detail: str) -> dict:
     day = None if date is None or pd.isna(date) else pd.Timestamp(date).date().isoformat()
-    return {"symbol": None if symbol is None else str(symbol), "date": day,
+    sym = None if symbol is None or pd.isna(symbol) else str(symbol)
+    return {"symbol": sym, "date": day,
             "rule": rule, "action": action, "detail": detail}
 
 
@@ -51,7 +52,7 @@ def _row_findings(df: pd.DataFrame, mask: pd.Series, rule: str, detail) -> list[
 
 def coerce_types(df: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
     """Cast to the vendor dtypes; rows whose date or prices cannot be read are dropped."""
-    out = df[VENDOR_COLUMNS].copy()
+    out = df[VENDOR_COLUMNS].reset_index(drop=True)
     out["symbol"] = out["symbol"].astype("string").str.strip()
     out["date"] = pd.to_datetime(out["date"], errors="coerce").astype("datetime64[ns]")
     for col in PRICE_COLUMNS + ["dividend_amount", "split_coefficient"]:
@@ -204,5 +205,5 @@ def validate_bars(raw: pd.DataFrame, cfg: DataSettings,
     findings += check_stale(df, cfg.calendar, as_of, cfg.stale_max_sessions)
     df = df.sort_values(["symbol", "date"], kind="stable").reset_index(drop=True)
     cols = ["symbol", "date", "rule", "action", "detail"]
-    frame = pd.DataFrame(findings, columns=cols).astype("object")
+    frame = pd.DataFrame(findings, columns=cols, dtype=object)  # None stays None
     return ValidationResult(df, frame)
