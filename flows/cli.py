@@ -24,8 +24,10 @@ app = typer.Typer(help="Hybrid control plane: validated data, features, models, 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Import, inspect and query market data.", no_args_is_help=True)
 config_app = typer.Typer(help="Show or check the settings tree.", no_args_is_help=True)
+models_app = typer.Typer(help="List trained baselines and the registry slots.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 out = Console()
 
@@ -49,7 +51,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except NothingUsable as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc
-        except (ConfigError, StoreError, SourceError, ValueError, FileNotFoundError) as exc:
+        except (ConfigError, StoreError, SourceError, ValueError, FileNotFoundError,
+                RuntimeError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
 
@@ -171,6 +174,114 @@ def demo_cmd() -> None:
     data_import(source=Source.demo, path=None, constituents=None, as_of=None, symbols=None,
                 start=None, end=None)
     daily_cmd(as_of="latest")
+
+
+class Slot(StrEnum):
+    active = "active"
+    shadow = "shadow"
+
+
+class ScoreSource(StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+def _now() -> str:
+    return pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    start: Annotated[str | None, typer.Option(help="First bar used (default: store start).")] = None,
+    train_end: Annotated[str | None, typer.Option(help="Last bar used anywhere (default: store end).")
+                         ] = None,
+    baseline: Annotated[str | None, typer.Option(help="Baseline id (default derived).")] = None,
+) -> None:
+    """Walk-forward train the ensemble, calibrate per regime, write reports; promote if first."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from tasks.models.pipeline import run_training
+
+    settings, paths = load_settings(), Paths.from_env()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("training", total=None)
+        res = run_training(paths, settings, _now(), start, train_end, baseline,
+                           progress=lambda msg: bar.update(task, description=msg))
+    cols = ["horizon", "n", "auc", "brier_skill", "ece", "ic_mean", "icir", "lift_at_10"]
+    out.print(res.overall[[c for c in cols if c in res.overall]].to_string(index=False))
+    if res.leakage_suspect:
+        console.print(f"[red]presumed leakage[/red] (OOS AUC too high) for {res.leakage_suspect}: "
+                      "not promoted; inspect the features before using this baseline")
+    out.print(f"baseline {res.baseline_id}: models {res.model_dir}; OOS {res.oos_path}; "
+              f"report {res.report_dir}" + ("; promoted to active" if res.promoted else ""))
+
+
+@app.command("score")
+@friendly
+def score_cmd(
+    baseline: Annotated[str, typer.Option(help="Baseline id to score with.")],
+    source: Annotated[ScoreSource, typer.Option(help="Input format.")],
+    path: Annotated[Path, typer.Option(help="File or folder of bars.")],
+    start: Annotated[str, typer.Option(help="First scored session.")],
+    end: Annotated[str, typer.Option(help="Last scored session.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Output parquet.")],
+    constituents: Annotated[Path | None, typer.Option(help="CSV: symbol,name,sector.")] = None,
+) -> None:
+    """Score any data set (history before START feeds features only)."""
+    from tasks.data.ingest import prepare_bars
+    from tasks.data.sources import CsvSource, ParquetSource
+    from tasks.io import atomic_write_parquet
+    from tasks.models.registry import load_baseline
+    from tasks.models.scoring import score_features
+    from tasks.models.train import training_frame
+
+    settings, paths = load_settings(), Paths.from_env()
+    model = load_baseline(paths, baseline)
+    cls = ParquetSource if source is ScoreSource.parquet else CsvSource
+    with console.status("validating, building features, scoring ..."):
+        prep = prepare_bars(cls(path, constituents), settings, paths)
+        frame = training_frame(prep.bars, prep.constituents, settings)
+        frame = frame.loc[(frame["date"] >= pd.Timestamp(start)) & (frame["date"] <= pd.Timestamp(end))]
+        if frame.empty:
+            raise ValueError(f"no scorable rows between {start} and {end}")
+        scored = score_features(model, frame, settings)
+    atomic_write_parquet(out_path, scored)
+    out.print(f"{len(scored)} rows ({scored['symbol'].nunique()} symbols) -> {out_path}; "
+              f"quality report {prep.report}")
+
+
+@app.command("promote")
+@friendly
+def promote_cmd(
+    to: Annotated[Slot, typer.Option("--to", help="Registry slot.")],
+    baseline_id: Annotated[str, typer.Option("--id", help="Baseline id.")],
+) -> None:
+    """Put a baseline into the active or shadow slot."""
+    from tasks.models.registry import promote
+
+    reg = promote(Paths.from_env(), baseline_id, to.value, _now())
+    out.print(f"active: {reg['active']}  shadow: {reg['shadow']}")
+
+
+@models_app.command("list")
+@friendly
+def models_list() -> None:
+    """List baselines with their span, schema hash and slot."""
+    from tasks.models.registry import list_baselines, read_registry
+
+    paths = Paths.from_env()
+    reg = read_registry(paths)
+    table = Table(title="baselines")
+    for col in ("id", "slot", "created_at", "training span", "schema"):
+        table.add_column(col)
+    for bid in list_baselines(paths):
+        m = json.loads((paths.models / bid / "manifest.json").read_text())
+        slot = ",".join(s for s in ("active", "shadow") if reg.get(s) == bid) or "-"
+        span = f"{m['training_span']['start']}..{m['training_span']['end']}"
+        table.add_row(bid, slot, m["created_at"], span, m["feature_schema_hash"])
+    out.print(table)
 
 
 @config_app.command("show")

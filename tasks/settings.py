@@ -122,6 +122,59 @@ class RuntimeSettings(_Section):
     n_threads: int = Field(2, ge=1, le=256, description="Threads any model or kernel may use.")
 
 
+class RandomForestSettings(_Section):
+    n_estimators: int = Field(200, ge=10, le=5000, description="Trees in the random forest.")
+    max_depth: int = Field(8, ge=2, le=64, description="Maximum tree depth.")
+    min_samples_leaf: int = Field(200, ge=1, le=100000, description="Minimum samples per leaf.")
+    max_samples: float = Field(0.5, gt=0, le=1, description="Bootstrap share of rows per tree.")
+
+
+class XGBoostSettings(_Section):
+    n_estimators: int = Field(300, ge=10, le=10000, description="Boosting rounds.")
+    max_depth: int = Field(4, ge=1, le=16, description="Maximum tree depth.")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage per round.")
+    subsample: float = Field(0.8, gt=0, le=1, description="Row share per round.")
+    colsample_bytree: float = Field(0.8, gt=0, le=1, description="Feature share per tree.")
+    min_child_weight: float = Field(50, ge=0, le=1e6, description="Minimum hessian per leaf.")
+
+
+class CatBoostSettings(_Section):
+    iterations: int = Field(300, ge=10, le=10000, description="Boosting iterations.")
+    depth: int = Field(6, ge=1, le=12, description="Symmetric tree depth.")
+    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage per iteration.")
+    l2_leaf_reg: float = Field(3.0, ge=0, le=1000, description="L2 regularisation of leaves.")
+
+
+class ModelSettings(_Section):
+    first_test_year: int = Field(
+        2005, ge=1990, le=2100,
+        description="First walk-forward test year; earlier years only train. Moved later "
+        "automatically when the data has fewer than min_train_years before it.")
+    min_train_years: int = Field(3, ge=1, le=30, description="Years of history before the first test.")
+    refit_months: int = Field(12, ge=1, le=60, description="Refit the ensemble every N months.")
+    window: Literal["expanding", "rolling"] = Field("expanding", description="Training window kind.")
+    rolling_years: int = Field(8, ge=1, le=50, description="Length of a rolling training window.")
+    embargo_sessions: int = Field(
+        5, ge=0, le=252, description="Sessions after a test block excluded from training that "
+        "would follow it (binds only where training data comes after a test block).")
+    row_stride: int = Field(
+        2, ge=1, le=20, description="Train on every N-th session (neighbouring labels overlap).")
+    max_train_rows: int = Field(250_000, ge=1000, le=50_000_000, description="Cap on training rows.")
+    min_calibration_rows: int = Field(
+        300, ge=50, le=1_000_000, description="Fewest out-of-sample rows a regime needs for a calibrator.")
+    isotonic_min_rows: int = Field(
+        1000, ge=100, le=1_000_000, description="Below this many rows a regime uses Platt scaling only.")
+    calibration_holdout: float = Field(
+        0.25, gt=0.05, lt=0.8, description="Latest share of OOS rows that picks isotonic vs Platt.")
+    max_plausible_auc: float = Field(
+        0.58, gt=0.5, le=1.0, description="An out-of-sample AUC above this is presumed leakage: "
+        "the baseline is flagged and not promoted automatically.")
+    random_state: int = Field(42, ge=0, description="Seed of every model.")
+    rf: RandomForestSettings = Field(default_factory=RandomForestSettings, description="Random forest.")
+    xgb: XGBoostSettings = Field(default_factory=XGBoostSettings, description="XGBoost.")
+    cat: CatBoostSettings = Field(default_factory=CatBoostSettings, description="CatBoost.")
+
+
 class AppSettings(BaseSettings):
     """The whole configuration tree."""
 
@@ -133,6 +186,7 @@ class AppSettings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings, description="Feature kernels.")
     labels: LabelSettings = Field(default_factory=LabelSettings, description="Triple-barrier labels.")
     regimes: RegimeSettings = Field(default_factory=RegimeSettings, description="Regime detection.")
+    models: ModelSettings = Field(default_factory=ModelSettings, description="Ensemble and walk-forward.")
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings, description="Compute limits.")
 
     @classmethod

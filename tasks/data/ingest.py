@@ -63,13 +63,26 @@ def write_quality_report(folder: Path, source: str, key: str, inputs: list[str],
     return atomic_write_json(Path(folder) / f"import_{source}_{key[:12]}.json", report)
 
 
-def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
-                as_of: pd.Timestamp | None = None) -> ImportResult:
-    """Validate and store what ``source`` delivers; raise :class:`NothingUsable` if nothing is."""
+@dataclass
+class Prepared:
+    """Validated, adjusted bars of one source and every finding about them."""
+
+    bars: pd.DataFrame
+    constituents: pd.DataFrame
+    findings: pd.DataFrame
+    inputs: list[str]
+    rows_in: int
+    report: Path
+
+
+def prepare_bars(source: BarSource, settings: AppSettings, paths: Paths,
+                 as_of: pd.Timestamp | None = None) -> Prepared:
+    """Read, validate and adjust; write the quality report; raise NothingUsable if nothing is."""
     loaded = source.load()
     checked = validate_bars(loaded.bars, settings.data, as_of)
-    findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns, dtype=object),
-                          checked.findings], ignore_index=True).astype("object")
+    findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns,
+                                       dtype=object), checked.findings],
+                         ignore_index=True).astype("object")
     rows_in = int(len(loaded.bars))
     if checked.bars.empty:
         key = frame_hash(loaded.bars.astype("string")) if rows_in else "empty"
@@ -78,15 +91,22 @@ def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
         raise NothingUsable(f"no usable bars in {loaded.inputs}; see {report}", report)
     bars = adjust_bars(checked.bars)
     cons = complete_constituents(bars, loaded.constituents)
-    findings = pd.concat([findings, pd.DataFrame(
-        _sector_findings(cons, loaded.constituents is not None), columns=findings.columns, dtype=object)],
-        ignore_index=True).astype("object")
-    digest = content_hash(bars, cons)
-    report = write_quality_report(paths.quality, source.name, digest, loaded.inputs,
-                                  rows_in, bars, findings)
-    meta = {"source": source.name, "inputs": loaded.inputs,
+    sector = pd.DataFrame(_sector_findings(cons, loaded.constituents is not None),
+                          columns=findings.columns, dtype=object)
+    findings = pd.concat([findings, sector], ignore_index=True).astype("object")
+    report = write_quality_report(paths.quality, source.name, content_hash(bars, cons),
+                                  loaded.inputs, rows_in, bars, findings)
+    return Prepared(bars, cons, findings, loaded.inputs, rows_in, report)
+
+
+def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
+                as_of: pd.Timestamp | None = None) -> ImportResult:
+    """Validate and store what ``source`` delivers; raise :class:`NothingUsable` if nothing is."""
+    prep = prepare_bars(source, settings, paths, as_of)
+    report = prep.report
+    meta = {"source": source.name, "inputs": prep.inputs,
             "quality_report": str(report.relative_to(paths.home))
             if report.is_relative_to(paths.home) else str(report)}
-    outcome = write_store(paths.store, bars, cons, meta)
-    return ImportResult(paths.store, report, outcome.changed, outcome.content_hash, rows_in,
-                        int(len(bars)), int(bars["symbol"].nunique()), findings)
+    outcome = write_store(paths.store, prep.bars, prep.constituents, meta)
+    return ImportResult(paths.store, report, outcome.changed, outcome.content_hash, prep.rows_in,
+                        int(len(prep.bars)), int(prep.bars["symbol"].nunique()), prep.findings)

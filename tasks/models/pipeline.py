@@ -1,0 +1,153 @@
+"""`hcp train`: walk-forward validation, the final baseline, its reports, card and registry entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.data.calendar import sessions as calendar_sessions
+from tasks.data.store import load_bars, load_constituents, read_manifest
+from tasks.features.build import feature_columns, feature_schema_hash
+from tasks.features.labels import __doc__ as LABEL_DOC
+from tasks.features.regimes import fit_vol_regime_cuts
+from tasks.io import atomic_write, atomic_write_parquet
+from tasks.models.metrics import metrics_table
+from tasks.models.registry import promote, read_registry, save_baseline
+from tasks.models.reports import write_model_card, write_validation_report
+from tasks.models.train import HorizonModel, Progress, fit_final, training_frame, walk_forward
+from tasks.paths import Paths
+from tasks.settings import AppSettings
+
+
+@dataclass
+class TrainResult:
+    """Where a training run wrote its baseline and how it did."""
+
+    baseline_id: str
+    model_dir: Path
+    oos_path: Path
+    report_dir: Path
+    promoted: bool
+    overall: pd.DataFrame
+    leakage_suspect: list[str]
+
+
+def config_hash(settings: AppSettings) -> str:
+    """Hash of every setting that shapes a model."""
+    parts = {k: settings.model_dump(mode="json")[k]
+             for k in ("features", "labels", "regimes", "models")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _span(start: str | None, end: str | None, store: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
+    manifest = read_manifest(store) or {}
+    first = pd.Timestamp(start) if start else pd.Timestamp(manifest.get("first_date"))
+    last = pd.Timestamp(end) if end else pd.Timestamp(manifest.get("last_date"))
+    if last <= first:
+        raise ValueError(f"training end {last.date()} must be after the start {first.date()}")
+    return first, last
+
+
+def _lags(settings: AppSettings) -> dict[str, int]:
+    return {k: max(0, h - 1) for k, h in settings.labels.horizons.items()}
+
+
+def _manifest(bid: str, settings: AppSettings, span: tuple, store_meta: dict, now: str,
+              cuts, models: dict[str, HorizonModel], overall: pd.DataFrame,
+              per_regime: pd.DataFrame, folds: dict) -> dict:
+    return {
+        "id": bid, "created_at": now,
+        "feature_schema_hash": feature_schema_hash(settings),
+        "feature_columns": feature_columns(settings),
+        "data_hash": store_meta.get("content_hash"), "data_source": store_meta.get("source"),
+        "config_hash": config_hash(settings),
+        "training_span": {"start": span[0].date().isoformat(), "end": span[1].date().isoformat()},
+        "horizons": dict(settings.labels.horizons),
+        "thresholds": {"take_profit_atr": settings.labels.take_profit_atr,
+                       "stop_atr": settings.labels.stop_atr, "same_bar": settings.labels.same_bar,
+                       "vol_regime_cuts": cuts.to_dict()},
+        "calibrators": {n: {r: c.summary() for r, c in m.calibrators.items()}
+                        for n, m in models.items()},
+        "metrics": {"overall": overall.to_dict(orient="records"),
+                    "per_regime": per_regime.to_dict(orient="records")},
+        "walk_forward": {"window": settings.models.window, "refit_months":
+                         settings.models.refit_months, "folds": folds},
+        "survivorship_bias": store_meta.get("source") != "demo",
+    }
+
+
+def run_training(paths: Paths, settings: AppSettings, now: str, start: str | None = None,
+                 train_end: str | None = None, baseline_id: str | None = None,
+                 progress: Progress | None = None) -> TrainResult:
+    """Train on the store's bars in [start, train_end]; nothing after train_end is read."""
+    first, last = _span(start, train_end, paths.store)
+    bars = load_bars(paths.store, start=first, end=last)
+    if bars.empty:
+        raise ValueError(f"no stored bars between {first.date()} and {last.date()}")
+    store_meta = read_manifest(paths.store) or {}
+    say = progress or (lambda _msg: None)
+    say("features and labels")
+    frame = training_frame(bars, load_constituents(paths.store), settings)
+    sess = calendar_sessions(settings.data.calendar, bars["date"].min(), bars["date"].max())
+    cuts = fit_vol_regime_cuts(frame, settings.regimes, end=last)
+    oos_parts, models, folds = [], {}, {}
+    for name in settings.labels.horizons:
+        oos, fold_list = walk_forward(frame, sess, settings, name, progress)
+        if oos.empty:
+            raise ValueError(f"no walk-forward fold fits in {first.date()}..{last.date()}: "
+                             f"need {settings.models.min_train_years} years before a test year")
+        say(f"{name}: final model")
+        models[name] = fit_final(frame, sess, oos, settings, name, cuts)
+        oos_parts.append(oos)
+        folds[name] = [f.to_dict() for f in fold_list]
+    oos = pd.concat(oos_parts, ignore_index=True)
+    bid = baseline_id or f"bl-{last:%Y%m%d}-{config_hash(settings)[:6]}"
+    return _write_all(paths, settings, bid, (first, last), store_meta, now, cuts, models, oos,
+                      folds, say)
+
+
+def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, folds, say
+               ) -> TrainResult:
+    say("metrics and reports")
+    lags = _lags(settings)
+    overall = metrics_table(oos, by=None, horizon_lags=lags)
+    per_regime = metrics_table(oos, by=["vol_regime"], horizon_lags=lags)
+    per_fold = metrics_table(oos, by=["fold"], horizon_lags=lags)
+    manifest = _manifest(bid, settings, span, store_meta, now, cuts, models, overall, per_regime,
+                         folds)
+    suspect = overall.loc[overall["auc"] > settings.models.max_plausible_auc, "horizon"].tolist()
+    manifest["leakage_suspect"] = suspect
+    if suspect:
+        say(f"presumed leakage: OOS AUC above {settings.models.max_plausible_auc} for {suspect}")
+    model_dir = save_baseline(paths, bid, models, cuts, manifest)
+    val_dir = paths.val / bid
+    oos_path = atomic_write_parquet(val_dir / "oos_predictions.parquet", oos)
+    atomic_write(val_dir / "walkforward_results.csv",
+                 lambda t: per_fold.to_csv(t, index=False, lineterminator="\n"))
+    report_dir = paths.reports / "validation" / bid
+    meta = {**manifest, "baseline_id": bid, "label_definition": LABEL_DOC,
+            "limits": _limits(manifest)}
+    write_validation_report(oos, report_dir, meta)
+    write_model_card(model_dir / "model_card.md", meta, overall)
+    write_model_card(paths.home / "docs" / "model_card.md", meta, overall)
+    promoted = read_registry(paths).get("active") is None and not suspect
+    if promoted:
+        promote(paths, bid, "active", now)
+    return TrainResult(bid, model_dir, oos_path, report_dir, promoted, overall, suspect)
+
+
+def _limits(manifest: dict) -> list[str]:
+    out = ["Daily bars only: entries assume the signal day's close; no intraday path, fees "
+           "or slippage in the labels.",
+           "The first walk-forward fold has no calibrated probability (no earlier "
+           "out-of-sample predictions to calibrate on).",
+           "Calibrators are fit on walk-forward raw probabilities; the final stacker is refit "
+           "on all out-of-sample base predictions."]
+    if manifest.get("survivorship_bias"):
+        out.insert(0, "Survivorship bias: the universe is today's index membership applied "
+                      "to the past, so performance is overstated versus a point-in-time universe.")
+    return out

@@ -1,0 +1,105 @@
+"""Baselines on disk and the registry of active / shadow slots.
+
+``models/<baseline_id>/``: ``ensemble_<horizon>.joblib``, ``calibrators_<horizon>.joblib``,
+``regime_cuts.json`` and ``manifest.json`` (id, created_at, feature-schema hash, data hash,
+config hash, training span, thresholds, metrics). ``models/registry/manifest.json`` holds
+``{"active": id, "shadow": id, "history": [...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from tasks.features.regimes import VolRegimeCuts
+from tasks.io import atomic_write, atomic_write_json
+from tasks.models.train import HorizonModel
+from tasks.paths import Paths
+
+SLOTS = ("active", "shadow")
+
+
+class RegistryError(RuntimeError):
+    """A baseline or slot does not exist, or a model does not fit the data."""
+
+
+@dataclass
+class Baseline:
+    """A loaded baseline: per-horizon models, regime cut points and the manifest."""
+
+    baseline_id: str
+    manifest: dict[str, Any]
+    models: dict[str, HorizonModel]
+    cuts: VolRegimeCuts
+
+
+def baseline_dir(paths: Paths, baseline_id: str) -> Path:
+    return paths.models / baseline_id
+
+
+def save_baseline(paths: Paths, baseline_id: str, models: dict[str, HorizonModel],
+                  cuts: VolRegimeCuts, manifest: dict[str, Any]) -> Path:
+    """Write the model files first and the manifest last (a manifest means a complete baseline)."""
+    folder = baseline_dir(paths, baseline_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, hm in models.items():
+        atomic_write(folder / f"ensemble_{name}.joblib", lambda t, m=hm: joblib.dump(m.ensemble, t))
+        atomic_write(folder / f"calibrators_{name}.joblib",
+                     lambda t, m=hm: joblib.dump(m.calibrators, t))
+    atomic_write_json(folder / "regime_cuts.json", cuts.to_dict())
+    atomic_write_json(folder / "manifest.json", manifest)
+    return folder
+
+
+def load_baseline(paths: Paths, baseline_id: str) -> Baseline:
+    """Load a baseline saved by :func:`save_baseline`."""
+    folder = baseline_dir(paths, baseline_id)
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        known = ", ".join(list_baselines(paths)) or "none"
+        raise RegistryError(f"no baseline {baseline_id!r} under {paths.models} (known: {known})")
+    manifest = json.loads(mpath.read_text())
+    cuts = VolRegimeCuts(**json.loads((folder / "regime_cuts.json").read_text()))
+    models = {}
+    for name, h in manifest["horizons"].items():
+        models[name] = HorizonModel(name, h, joblib.load(folder / f"ensemble_{name}.joblib"),
+                                    joblib.load(folder / f"calibrators_{name}.joblib"))
+    return Baseline(baseline_id, manifest, models, cuts)
+
+
+def list_baselines(paths: Paths) -> list[str]:
+    """Ids of complete baselines (those with a manifest)."""
+    if not paths.models.is_dir():
+        return []
+    return sorted(p.parent.name for p in paths.models.glob("*/manifest.json")
+                  if p.parent.name != "registry")
+
+
+def _registry_path(paths: Paths) -> Path:
+    return paths.models / "registry" / "manifest.json"
+
+
+def read_registry(paths: Paths) -> dict[str, Any]:
+    """The registry (empty slots when none exists yet)."""
+    path = _registry_path(paths)
+    if not path.is_file():
+        return {"active": None, "shadow": None, "history": []}
+    return json.loads(path.read_text())
+
+
+def promote(paths: Paths, baseline_id: str, slot: str, when: str) -> dict[str, Any]:
+    """Put a baseline into a slot; the previous holder is kept in the history."""
+    if slot not in SLOTS:
+        raise RegistryError(f"slot must be one of {SLOTS}, not {slot!r}")
+    load_manifest = baseline_dir(paths, baseline_id) / "manifest.json"
+    if not load_manifest.is_file():
+        raise RegistryError(f"no baseline {baseline_id!r} to promote")
+    reg = read_registry(paths)
+    reg["history"].append({"slot": slot, "from": reg.get(slot), "to": baseline_id, "at": when})
+    reg[slot] = baseline_id
+    atomic_write_json(_registry_path(paths), reg)
+    return reg

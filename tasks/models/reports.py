@@ -1,0 +1,341 @@
+"""Validation report (text, PNG curves, self-contained HTML) and markdown model card from OOS predictions."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from jinja2 import Environment
+from markupsafe import Markup
+
+from tasks.models.metrics import calibration_curve_points, lift_curve_points, metrics_table
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+REGIMES = ("low_vol", "med_vol", "high_vol")
+SIDE_BY_SIDE = ("brier", "ece", "log_loss")
+REPORT_COLUMNS = ("n", "base_rate", "auc", "auc_se", "brier_raw", "brier_cal", "brier_skill", "ece_raw",
+                  "ece_cal", "log_loss_raw", "log_loss_cal", "lift_at_10", "top_decile_hit", "ic_mean",
+                  "ic_std", "icir", "ic_t_nw", "n_dates")
+PNG_METADATA: dict[str, Any] = {"Software": None}
+DPI = 100
+SURVIVORSHIP_TEXT = ("Caveat: survivorship bias - the symbol universe comes from current constituents, so "
+                     "delisted names are missing and metrics are likely optimistic.")
+
+HTML_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Validation report {{ title }}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+.caveat { color: #a00; font-weight: bold; }
+figure { display: inline-block; margin: 0.5em; }
+</style>
+</head>
+<body>
+<h1>Validation report</h1>
+<ul>
+{% for key, value in header %}<li><b>{{ key }}</b>: {{ value }}</li>
+{% endfor %}</ul>
+{% if caveat %}<p class="caveat">{{ caveat }}</p>{% endif %}
+{% for block in horizons %}
+<h2>Horizon: {{ block.name }}</h2>
+<h3>Overall</h3>
+{{ block.overall }}
+<h3>Per regime</h3>
+{{ block.regime }}
+<h3>Per year</h3>
+{{ block.year }}
+{% endfor %}
+<h2>Curves</h2>
+{% for fig in figures %}<figure><img alt="{{ fig.name }}" src="data:image/png;base64,{{ fig.data }}">
+<figcaption>{{ fig.name }}</figcaption></figure>
+{% endfor %}
+</body>
+</html>
+"""
+
+
+def _fmt(value: Any) -> str:
+    """Format a scalar for reports: 4-decimal floats, plain ints and strings."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4f}"
+    return str(value)
+
+
+def _fmt_span(span: Any) -> str:
+    """Render a (start, end) pair as 'start to end', anything else as text."""
+    if isinstance(span, (list, tuple)) and len(span) == 2:
+        return f"{span[0]} to {span[1]}"
+    return "n/a" if span is None else str(span)
+
+
+def _fmt_list(items: Any, limit: int = 20) -> str:
+    """Comma-join a list (truncated after ``limit`` items with a total), or render a scalar as text."""
+    if items is None:
+        return "n/a"
+    if isinstance(items, str) or not hasattr(items, "__iter__"):
+        return str(items)
+    values = [str(v) for v in items]
+    shown = ", ".join(values[:limit])
+    return shown if len(values) <= limit else f"{shown}, ... ({len(values)} in total)"
+
+
+def survivorship_caveat(meta: dict) -> str | None:
+    """Caveat line when ``meta["survivorship_bias"]`` is truthy (a string value is appended as detail)."""
+    flag = meta.get("survivorship_bias")
+    if not flag:
+        return None
+    return f"{SURVIVORSHIP_TEXT} {flag}" if isinstance(flag, str) else SURVIVORSHIP_TEXT
+
+
+def _header(meta: dict) -> list[tuple[str, str]]:
+    """Key/value pairs heading the validation report."""
+    return [("baseline_id", str(meta.get("baseline_id", "n/a"))),
+            ("training span", _fmt_span(meta.get("training_span"))),
+            ("data hash", str(meta.get("data_hash", "n/a")))]
+
+
+def _ordered_regimes(values: Any) -> list[str]:
+    """Known regimes present in ``values``, in low/med/high order."""
+    present = set(pd.Series(values).dropna().astype(str))
+    return [r for r in REGIMES if r in present]
+
+
+def _regime_sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable sort by horizon then regime in all/low/med/high order (unknown regimes last)."""
+    if "vol_regime" not in frame.columns:
+        return frame.reset_index(drop=True)
+    order = {r: i for i, r in enumerate(("all", *REGIMES))}
+    rank = frame["vol_regime"].map(order).fillna(len(order))
+    ordered = frame.assign(_rank=rank).sort_values(["horizon", "_rank"], kind="mergesort")
+    return ordered.drop(columns="_rank").reset_index(drop=True)
+
+
+def validation_table(oos: pd.DataFrame, by: list[str] | None = None,
+                     horizon_lags: dict[str, int] | None = None) -> pd.DataFrame:
+    """Calibrated metrics per (horizon, *by) with raw and calibrated brier/ece/log_loss side by side."""
+    keys = ["horizon", *(by or [])]
+    cal = metrics_table(oos, by, "p_cal", horizon_lags)
+    raw = metrics_table(oos, by, "p_raw", horizon_lags)[[*keys, *SIDE_BY_SIDE]]
+    merged = cal.merge(raw, on=keys, how="left", suffixes=("_cal", "_raw"))
+    return _regime_sorted(merged[[*keys, *REPORT_COLUMNS]])
+
+
+def _tables(oos: pd.DataFrame, lags: dict[str, int] | None) -> dict[str, pd.DataFrame]:
+    """Overall, per-regime and per-year validation tables."""
+    return {"overall": validation_table(oos, None, lags),
+            "regime": validation_table(oos, ["vol_regime"], lags),
+            "year": validation_table(oos, ["year"], lags)}
+
+
+def _overall_lines(row: pd.Series) -> list[str]:
+    """Overall metrics of one horizon, raw and calibrated side by side where both exist."""
+    lines = []
+    for col in REPORT_COLUMNS:
+        if col.endswith("_cal"):
+            base = col[: -len("_cal")]
+            lines.append(f"  {base:<16}raw {_fmt(row[base + '_raw'])}   cal {_fmt(row[col])}")
+        elif not col.endswith("_raw"):
+            lines.append(f"  {col:<16}{_fmt(row[col])}")
+    return lines
+
+
+def _table_text(frame: pd.DataFrame) -> str:
+    """Fixed-width text rendering of a metrics table without the horizon column."""
+    body = frame.drop(columns="horizon")
+    return body.to_string(index=False, float_format=_fmt) if len(body) else "  (no rows)"
+
+
+def _text_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str]) -> str:
+    """Plain-text validation report."""
+    lines = ["Validation report", "=================", *[f"{k}: {v}" for k, v in _header(meta)]]
+    caveat = survivorship_caveat(meta)
+    if caveat:
+        lines.append(caveat)
+    for h in horizons:
+        lines += ["", f"Horizon: {h}", "-" * (9 + len(h)), "Overall"]
+        for row in tables["overall"].loc[tables["overall"]["horizon"] == h].itertuples(index=False):
+            lines += _overall_lines(pd.Series(row._asdict()))
+        for name in ("regime", "year"):
+            sub = tables[name].loc[tables[name]["horizon"] == h]
+            lines += ["", f"Per {name}", _table_text(sub)]
+    return "\n".join(lines) + "\n"
+
+
+def _labelled(oos: pd.DataFrame, regime: str, horizon: str) -> pd.DataFrame:
+    """Rows with a label for one regime and horizon."""
+    mask = (oos["vol_regime"] == regime) & (oos["horizon"] == horizon) & oos["label"].notna()
+    return oos.loc[mask]
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Save a figure deterministically as PNG and close it."""
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=DPI, metadata=PNG_METADATA)
+    plt.close(fig)
+    return path
+
+
+def _calibration_png(oos: pd.DataFrame, regime: str, horizons: list[str], path: Path) -> Path:
+    """Reliability curves (raw dashed, calibrated solid) per horizon for one regime."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for i, h in enumerate(horizons):
+        sub = _labelled(oos, regime, h)
+        for col, style in (("p_raw", "--"), ("p_cal", "-")):
+            pts = calibration_curve_points(sub["label"], sub[col])
+            ax.plot(pts["p_mean"], pts["y_mean"], linestyle=style, marker="o", markersize=3,
+                    color=f"C{i}", label=f"{h} {col[2:]}")
+    ax.set(title=f"Calibration - {regime}", xlabel="predicted probability", ylabel="observed frequency",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
+def _lift_png(oos: pd.DataFrame, regime: str, horizons: list[str], path: Path) -> Path:
+    """Cumulative lift of the calibrated probability per horizon for one regime."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.5))
+    ax.axhline(1.0, color="grey", linestyle=":", label="random")
+    for i, h in enumerate(horizons):
+        sub = _labelled(oos, regime, h)
+        pts = lift_curve_points(sub["label"], sub["p_cal"])
+        ax.plot(pts["frac"], pts["lift"], marker="o", markersize=3, color=f"C{i}", label=h)
+    ax.set(title=f"Lift - {regime}", xlabel="fraction selected (top by p_cal)", ylabel="cumulative lift",
+           xlim=(0, 1))
+    ax.legend(loc="upper right", fontsize="small")
+    return _save(fig, path)
+
+
+def _figures(oos: pd.DataFrame, folder: Path, horizons: list[str]) -> dict[str, Path]:
+    """Calibration and lift PNGs for every known regime present, keyed by file stem."""
+    out: dict[str, Path] = {}
+    for regime in _ordered_regimes(oos["vol_regime"]):
+        for stem, draw in ((f"calibration_curves_{regime}", _calibration_png),
+                           (f"lift_curves_{regime}", _lift_png)):
+            out[stem] = draw(oos, regime, horizons, folder / f"{stem}.png")
+    return out
+
+
+def _table_html(frame: pd.DataFrame) -> Markup:
+    """Escaped HTML table of a metrics frame, marked safe for the autoescaping template."""
+    return Markup(frame.to_html(index=False, float_format=_fmt, na_rep="nan", border=0, escape=True))
+
+
+def _html_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str],
+                 figures: dict[str, Path]) -> str:
+    """Self-contained HTML report with tables and base64-embedded PNGs."""
+    blocks = [{"name": h, **{k: _table_html(t.loc[t["horizon"] == h].drop(columns="horizon"))
+                             for k, t in tables.items()}} for h in horizons]
+    images = [{"name": stem, "data": base64.b64encode(path.read_bytes()).decode("ascii")}
+              for stem, path in figures.items()]
+    template = Environment(autoescape=True).from_string(HTML_TEMPLATE)
+    return template.render(title=str(meta.get("baseline_id", "")), header=_header(meta),
+                           caveat=survivorship_caveat(meta), horizons=blocks, figures=images)
+
+
+def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict[str, Path]:
+    """Write validation_report.txt, per-regime PNG curves and report.html into ``folder``; paths by stem."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    horizons = sorted(oos["horizon"].dropna().astype(str).unique())
+    tables = _tables(oos, meta.get("horizon_lags"))
+    paths = {"validation_report": folder / "validation_report.txt", "report": folder / "report.html"}
+    paths["validation_report"].write_text(_text_report(meta, tables, horizons), encoding="utf-8")
+    figures = _figures(oos, folder, horizons)
+    paths["report"].write_text(_html_report(meta, tables, horizons, figures), encoding="utf-8")
+    return {**paths, **figures}
+
+
+def card_metrics(oos: pd.DataFrame, p_col: str = "p_cal",
+                 horizon_lags: dict[str, int] | None = None) -> pd.DataFrame:
+    """Metrics for the model card: overall rows (vol_regime "all") then per-regime rows, per horizon."""
+    overall = metrics_table(oos, None, p_col, horizon_lags).assign(vol_regime="all")
+    regime = metrics_table(oos, ["vol_regime"], p_col, horizon_lags)
+    return _regime_sorted(pd.concat([overall, regime], ignore_index=True))
+
+
+def _split_card(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Overall rows (no vol_regime column, NaN or "all") and per-regime rows."""
+    if "vol_regime" not in metrics.columns:
+        return metrics, metrics.iloc[0:0]
+    overall = metrics["vol_regime"].isna() | (metrics["vol_regime"].astype(str) == "all")
+    return metrics.loc[overall], metrics.loc[~overall]
+
+
+def auc_interval(auc: float, auc_se: float) -> str:
+    """AUC with a 95% normal interval: 'a ± 1.96*se (95% CI lo to hi)'."""
+    half = 1.96 * auc_se
+    return f"{auc:.3f} ± {half:.3f} (95% CI {auc - half:.3f} to {auc + half:.3f})"
+
+
+def _card_row(row: pd.Series, lead: list[str]) -> str:
+    """One markdown table row of card metrics."""
+    cells = [*lead, _fmt(row["n"]), auc_interval(row["auc"], row["auc_se"]),
+             f"{row['ic_mean']:.4f} (NW t {row['ic_t_nw']:.2f})", f"{row['ece']:.4f}",
+             f"{row['brier_skill']:.4f}"]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _card_table(frame: pd.DataFrame, with_regime: bool) -> list[str]:
+    """Markdown table of card metrics, optionally with a regime column."""
+    if frame.empty:
+        return ["_No rows provided._"]
+    head = ["Horizon", *(["Regime"] if with_regime else []), "n", "AUC ± 1.96·SE",
+            "Rank IC (NW t-stat)", "ECE", "Brier skill"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in frame.iterrows():
+        lead = [str(row["horizon"]), *([str(row["vol_regime"])] if with_regime else [])]
+        lines.append(_card_row(row, lead))
+    return lines
+
+
+def _bullets(items: list[tuple[str, str]]) -> list[str]:
+    """Markdown bullet list of bold-labelled values."""
+    return [f"- **{label}:** {value}" for label, value in items]
+
+
+def _card_data_section(meta: dict) -> list[str]:
+    """Data set section of the model card."""
+    biases = survivorship_caveat(meta) or "No survivorship bias flagged."
+    pit = meta.get("point_in_time", "Features at date D use only data available at or before D.")
+    return ["## Data set", *_bullets([("Source", str(meta.get("source", "n/a"))),
+                                      ("Symbols", _fmt_list(meta.get("symbols"))),
+                                      ("Span", _fmt_span(meta.get("span"))),
+                                      ("Data hash", str(meta.get("data_hash", "n/a"))),
+                                      ("Biases", biases), ("Point-in-time features", str(pit))])]
+
+
+def _card_training_section(meta: dict) -> list[str]:
+    """Training section of the model card."""
+    return ["## Training", *_bullets([("Span", _fmt_span(meta.get("training_span"))),
+                                      ("Walk-forward scheme", str(meta.get("walk_forward", "n/a"))),
+                                      ("Refit frequency", str(meta.get("refit_frequency", "n/a"))),
+                                      ("Models", _fmt_list(meta.get("models")))])]
+
+
+def write_model_card(path: Path, meta: dict, metrics: pd.DataFrame) -> Path:
+    """Write a markdown model card (data, label, training, metrics with uncertainty, known limits)."""
+    overall, regime = _split_card(metrics)
+    limits = [f"- {item}" for item in meta.get("limits", [])] or ["- None recorded."]
+    lines = [f"# Model card: {meta.get('baseline_id', 'n/a')}", "", *_card_data_section(meta), "",
+             "## Label definition", str(meta.get("label_definition", "n/a")), "",
+             *_card_training_section(meta), "", "## Metrics", "", "### Overall per horizon",
+             *_card_table(overall, with_regime=False), "", "### Per regime", *_card_table(regime, True), "",
+             "## Known limits", *limits]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,139 @@
+"""Walk-forward training: every stored prediction is out of sample.
+
+For each fold (see :mod:`tasks.models.walkforward`): volatility-regime cut points are learned
+on the fold's training span, the base models on its purged training rows, the stacker and the
+per-regime calibrators on the out-of-sample predictions of EARLIER folds (purged too), and
+then the test block is predicted. The first fold has no earlier predictions: its raw
+probability is the mean logit of the base models and it has no calibrated probability.
+The final model is fit on everything up to the training end the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from tasks.features.build import build_features, feature_columns
+from tasks.features.labels import build_labels
+from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_regime_cuts
+from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
+from tasks.models.ensemble import BASE_NAMES, StackedEnsemble
+from tasks.models.walkforward import Fold, make_folds, purged_train_mask
+from tasks.settings import AppSettings
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class HorizonModel:
+    """The deployable model of one horizon."""
+
+    horizon: str
+    h: int
+    ensemble: StackedEnsemble
+    calibrators: dict[str, RegimeCalibrator]
+
+
+def training_frame(bars: pd.DataFrame, constituents: pd.DataFrame | None,
+                   settings: AppSettings) -> pd.DataFrame:
+    """Features joined with labels (labels NaN where their horizon passes the last bar)."""
+    feats = build_features(bars, constituents, settings)
+    labels = build_labels(bars, settings)
+    return feats.merge(labels, on=["symbol", "date"], how="left", validate="one_to_one")
+
+
+def _sample(rows: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings) -> pd.DataFrame:
+    cfg = settings.models
+    pos = sessions.get_indexer(pd.DatetimeIndex(rows["date"]))
+    rows = rows.loc[pos % cfg.row_stride == 0]
+    if len(rows) > cfg.max_train_rows:
+        rows = rows.sample(cfg.max_train_rows, random_state=cfg.random_state).sort_index()
+    return rows
+
+
+def _fit_base(frame: pd.DataFrame, mask: np.ndarray, label: str, sessions: pd.DatetimeIndex,
+              settings: AppSettings) -> StackedEnsemble:
+    rows = _sample(frame.loc[mask & frame[label].notna().to_numpy()], sessions, settings)
+    X = rows[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
+    model = StackedEnsemble(settings.models, settings.runtime.n_threads)
+    return model.fit(X, rows[label].to_numpy())
+
+
+def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Timestamp,
+           h: int, cuts: VolRegimeCuts, frame: pd.DataFrame) -> pd.DataFrame:
+    """Earlier out-of-sample rows whose labels end before ``before``, regimes re-cut."""
+    if not oos:
+        return pd.DataFrame()
+    prior = pd.concat(oos, ignore_index=True)
+    keep = purged_train_mask(prior["date"], sessions, before, before, h, 0)
+    prior = prior.loc[keep & prior["label"].notna().to_numpy()].copy()
+    vol = frame.set_index(["symbol", "date"])[cuts.feature]
+    prior[cuts.feature] = vol.reindex(pd.MultiIndex.from_frame(prior[["symbol", "date"]])).to_numpy()
+    prior["vol_regime"] = assign_vol_regime(prior, cuts).astype("object").to_numpy()
+    return prior
+
+
+def _fit_stack_and_calibrate(model: StackedEnsemble, prior: pd.DataFrame, settings: AppSettings
+                             ) -> dict[str, RegimeCalibrator]:
+    if prior.empty or prior["label"].nunique() < 2:
+        return {}
+    model.fit_stacker(prior[[f"p_{n}" for n in BASE_NAMES]].to_numpy(), prior["label"].to_numpy())
+    return fit_regime_calibrators(prior["p_raw"].to_numpy(), prior["label"].to_numpy(),
+                                  prior["vol_regime"].to_numpy(), prior["date"].to_numpy(),
+                                  settings.models)
+
+
+def _predict_block(model: StackedEnsemble, test: pd.DataFrame, cuts: VolRegimeCuts,
+                   cals: dict[str, RegimeCalibrator], name: str, fold: Fold,
+                   settings: AppSettings) -> pd.DataFrame:
+    X = test[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
+    base = model.base_predict(X)
+    p_raw = model.combine(base)
+    regime = assign_vol_regime(test, cuts).astype("object").to_numpy()
+    out = pd.DataFrame({"symbol": test["symbol"].to_numpy(), "date": test["date"].to_numpy(),
+                        "horizon": name, "fold": fold.name})
+    for i, base_name in enumerate(BASE_NAMES):
+        out[f"p_{base_name}"] = base[:, i]
+    out["p_raw"] = p_raw
+    out["p_cal"] = apply_calibrators(p_raw, regime, cals, strict=False)
+    out["vol_regime"] = regime
+    out["label"] = test[f"label_{name}"].to_numpy()
+    out["fwd_return"] = test[f"fwd_return_{name}"].to_numpy()
+    return out
+
+
+def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings,
+                 name: str, progress: Progress | None = None) -> tuple[pd.DataFrame, list[Fold]]:
+    """Out-of-sample predictions of horizon ``name`` over every fold."""
+    h = settings.labels.horizons[name]
+    folds = make_folds(sessions, settings.models, h, frame["date"].min(), frame["date"].max())
+    oos: list[pd.DataFrame] = []
+    for i, fold in enumerate(folds):
+        if progress:
+            progress(f"{name}: fold {i + 1}/{len(folds)} test {fold.name}")
+        cuts = fit_vol_regime_cuts(frame, settings.regimes, end=fold.train_end)
+        mask = purged_train_mask(frame["date"], sessions, fold.test_start, fold.test_end, h,
+                                 settings.models.embargo_sessions)
+        mask &= (frame["date"] >= fold.train_start).to_numpy()
+        model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
+        cals = _fit_stack_and_calibrate(model, _prior(oos, sessions, fold.test_start, h, cuts,
+                                                      frame), settings)
+        test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
+        oos.append(_predict_block(model, test, cuts, cals, name, fold, settings))
+    result = pd.concat(oos, ignore_index=True) if oos else pd.DataFrame()
+    return result, folds
+
+
+def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame,
+              settings: AppSettings, name: str, cuts: VolRegimeCuts) -> HorizonModel:
+    """The deployable model: base models on all rows, stacker/calibrators on all OOS rows."""
+    h = settings.labels.horizons[name]
+    mask = np.ones(len(frame), dtype=bool)  # labels near the end are NaN: purged by construction
+    model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
+    after_last = sessions[-1] + pd.Timedelta(days=1)
+    prior = _prior([oos], sessions, after_last, h, cuts, frame) if len(oos) else pd.DataFrame()
+    cals = _fit_stack_and_calibrate(model, prior, settings)
+    return HorizonModel(name, h, model, cals)
