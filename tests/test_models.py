@@ -1,0 +1,181 @@
+"""Walk-forward ensemble: purging, leakage guards, calibration refusal, registry, parity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from tasks.data.calendar import sessions
+from tasks.data.ingest import import_bars
+from tasks.data.sources import DemoSource
+from tasks.data.store import load_bars, load_constituents, read_manifest, write_store
+from tasks.features.build import feature_columns
+from tasks.models import pipeline
+from tasks.models.calibration import MissingCalibrator
+from tasks.models.registry import RegistryError, list_baselines, load_baseline, promote, read_registry
+from tasks.models.scoring import score_features
+from tasks.models.train import training_frame, walk_forward
+from tasks.models.walkforward import make_folds, purged_train_mask
+from tasks.paths import Paths
+from tasks.settings import load_settings
+
+SMALL = {"first_test_year": 2019, "min_train_years": 2, "row_stride": 1,
+         "rf": {"n_estimators": 30}, "xgb": {"n_estimators": 40}, "cat": {"iterations": 40}}
+SETTINGS = load_settings(models=SMALL)
+NOW = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Paths:
+    paths = Paths(tmp_path_factory.mktemp("models"))
+    src = DemoSource(paths.demo, seed=11, n_symbols=20, n_sectors=5, start="2017-01-03",
+                     end="2021-12-31")
+    import_bars(src, SETTINGS, paths)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def frame(home) -> pd.DataFrame:
+    return training_frame(load_bars(home.store), load_constituents(home.store), SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def trained(home) -> pipeline.TrainResult:
+    return pipeline.run_training(home, SETTINGS, NOW, train_end="2021-06-30", baseline_id="b1")
+
+
+def _sessions(df: pd.DataFrame) -> pd.DatetimeIndex:
+    return sessions("XNYS", df["date"].min(), df["date"].max())
+
+
+def test_folds_purge_the_label_horizon():
+    sess = sessions("XNYS", "2010-01-04", "2016-12-30")
+    cfg = load_settings().models
+    for h in (5, 20):
+        folds = make_folds(sess, cfg, h)
+        assert [f.test_start.year for f in folds] == list(range(2013, 2017))
+        for f, nxt in zip(folds, folds[1:], strict=False):
+            assert sess.get_loc(f.train_end) + h < sess.get_loc(f.test_start)
+            assert sess.get_loc(nxt.test_start) == sess.get_loc(f.test_end) + 1
+
+
+def test_purged_mask_and_embargo():
+    sess = sessions("XNYS", "2020-01-02", "2020-12-31")
+    dates = pd.Series(sess)
+    start, end = sess[100], sess[150]
+    before = purged_train_mask(dates, sess, start, end, 5, 10)
+    assert before[:95].all() and not before[95:].any()
+    both = purged_train_mask(dates, sess, start, end, 5, 10, allow_after=True)
+    assert not both[95:161].any() and both[161:].all()
+
+
+def test_shuffled_labels_give_chance_auc(frame):
+    shuffled = frame.copy()
+    rng = np.random.default_rng(0)
+    shuffled["label_mid"] = rng.permutation(shuffled["label_mid"].to_numpy())
+    oos, _ = walk_forward(shuffled, _sessions(frame), SETTINGS, "mid")
+    ok = oos["label"].notna()
+    auc = roc_auc_score(oos.loc[ok, "label"], oos.loc[ok, "p_raw"])
+    assert len(oos.loc[ok]) > 10_000
+    assert abs(auc - 0.5) < 0.02
+
+
+def test_every_stored_prediction_is_out_of_sample(trained, home):
+    oos = pd.read_parquet(trained.oos_path)
+    manifest = json.loads((trained.model_dir / "manifest.json").read_text())
+    for horizon, folds in manifest["walk_forward"]["folds"].items():
+        h = manifest["horizons"][horizon]
+        sess = sessions("XNYS", "2017-01-01", "2021-12-31")
+        for f in folds:
+            rows = oos[(oos["horizon"] == horizon) & (oos["fold"] == f["name"])]
+            assert rows["date"].min() >= pd.Timestamp(f["test_start"])
+            assert sess.get_loc(pd.Timestamp(f["train_end"])) + h < sess.get_loc(
+                pd.Timestamp(f["test_start"]))
+    assert oos["date"].max() <= pd.Timestamp("2021-06-30")
+
+
+def test_training_writes_baseline_and_promotes_first(trained, home):
+    assert (trained.model_dir / "manifest.json").is_file()
+    for name in ("validation_report.txt", "report.html"):
+        assert (trained.report_dir / name).is_file()
+    assert (home.val / "b1" / "walkforward_results.csv").is_file()
+    assert read_registry(home)["active"] == "b1" and trained.promoted
+    manifest = json.loads((trained.model_dir / "manifest.json").read_text())
+    assert manifest["training_span"]["end"] == "2021-06-30"
+    assert set(manifest["calibrators"]["mid"]) <= {"low_vol", "med_vol", "high_vol"}
+    assert manifest["leakage_suspect"] == []
+
+
+def test_nothing_after_train_end_reaches_the_model(home, trained, tmp_path):
+    other = Paths(tmp_path)
+    bars = load_bars(home.store)
+    late = bars["date"] > pd.Timestamp("2021-06-30")
+    for col in ("open", "high", "low", "close", "adjusted_close", "adj_open", "adj_high",
+                "adj_low", "adj_close"):
+        bars.loc[late, col] *= 1.7
+    write_store(other.store, bars, load_constituents(home.store), {"source": "demo"})
+    again = pipeline.run_training(other, SETTINGS, NOW, train_end="2021-06-30", baseline_id="b1")
+    pd.testing.assert_frame_equal(pd.read_parquet(trained.oos_path), pd.read_parquet(again.oos_path),
+                                  check_exact=False, rtol=1e-10, atol=1e-12)
+    a, b = load_baseline(home, "b1"), load_baseline(other, "b1")
+    assert a.cuts == b.cuts
+    X = np.random.default_rng(1).normal(size=(50, len(feature_columns(SETTINGS))))
+    for name in a.models:
+        # equal up to floating-point summation order across threads
+        np.testing.assert_allclose(a.models[name].ensemble.predict_proba(X),
+                                   b.models[name].ensemble.predict_proba(X), rtol=1e-12, atol=1e-14)
+
+
+def test_saved_model_scores_like_in_memory(home, trained, frame):
+    base = load_baseline(home, "b1")
+    rows = frame.loc[frame["date"] == pd.Timestamp("2021-06-30")]
+    scored = score_features(base, rows, SETTINGS)
+    model = base.models["short"].ensemble
+    X = rows[feature_columns(SETTINGS)].to_numpy(dtype="float64", na_value=np.nan)
+    direct = model.combine(model.base_predict(X))
+    got = scored.loc[scored["horizon"] == "short"].set_index("symbol").loc[rows["symbol"], "p_raw"]
+    np.testing.assert_allclose(got.to_numpy(), direct, rtol=0, atol=1e-12)
+    assert set(scored.columns) == {"symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label",
+                                   "fwd_return"}
+
+
+def test_scoring_refuses_other_feature_schema(home, trained, frame):
+    other = load_settings(models=SMALL, features={"vol_window": 21})
+    with pytest.raises(RegistryError, match="feature schema"):
+        score_features(load_baseline(home, "b1"), frame.head(50), other)
+
+
+def test_scoring_refuses_a_missing_regime_calibrator(home, trained, frame):
+    base = load_baseline(home, "b1")
+    base.models["mid"].calibrators.pop("high_vol", None)
+    rows = frame.loc[frame["vol_20"] > base.cuts.med_high].head(20)
+    with pytest.raises(MissingCalibrator, match="high_vol"):
+        score_features(base, rows, SETTINGS)
+
+
+def test_planted_leak_is_flagged_and_not_promoted(home, frame, monkeypatch, tmp_path):
+    leaky = frame.copy()
+    leaky["ret_1"] = leaky["fwd_return_mid"]  # shift backward = looking ahead: planted leak
+    leaky["ret_5"] = leaky["fwd_return_short"]
+    monkeypatch.setattr(pipeline, "training_frame", lambda *a, **k: leaky)
+    other = Paths(tmp_path)
+    write_store(other.store, load_bars(home.store), load_constituents(home.store),
+                {"source": "demo"})
+    res = pipeline.run_training(other, SETTINGS, NOW, baseline_id="leaky")
+    assert set(res.leakage_suspect) == {"short", "mid"}
+    assert not res.promoted and read_registry(other)["active"] is None
+
+
+def test_registry_promote_and_list(home, trained):
+    assert "b1" in list_baselines(home)
+    reg = promote(home, "b1", "shadow", NOW)
+    assert reg["shadow"] == "b1" and reg["history"][-1]["slot"] == "shadow"
+    with pytest.raises(RegistryError):
+        promote(home, "nope", "active", NOW)
+    with pytest.raises(RegistryError, match="known: b1"):
+        load_baseline(home, "nope")
+    assert read_manifest(home.store)["source"] == "demo"
