@@ -17,7 +17,7 @@ from tasks.features.regimes import fit_vol_regime_cuts
 from tasks.io import atomic_write, atomic_write_parquet
 from tasks.models.metrics import metrics_table
 from tasks.models.registry import promote, read_registry, save_baseline
-from tasks.models.reports import write_model_card, write_validation_report
+from tasks.models.reports import card_metrics, write_model_card, write_validation_report
 from tasks.models.train import HorizonModel, Progress, fit_final, training_frame, walk_forward
 from tasks.paths import Paths
 from tasks.settings import AppSettings
@@ -130,10 +130,14 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
                  lambda t: per_fold.to_csv(t, index=False, lineterminator="\n"))
     report_dir = paths.reports / "validation" / bid
     meta = {**manifest, "baseline_id": bid, "label_definition": LABEL_DOC,
-            "limits": _limits(manifest)}
+            "limits": _limits(manifest), "horizon_lags": lags,
+            "symbols": int(oos["symbol"].nunique()),
+            "models": "random forest, XGBoost, CatBoost; logistic stacker on their "
+                      "out-of-sample logits; per-regime isotonic/Platt calibration"}
     write_validation_report(oos, report_dir, meta)
-    write_model_card(model_dir / "model_card.md", meta, overall)
-    write_model_card(paths.home / "docs" / "model_card.md", meta, overall)
+    card = card_metrics(oos, horizon_lags=lags)
+    write_model_card(model_dir / "model_card.md", meta, card)
+    write_model_card(paths.home / "docs" / "model_card.md", meta, card)
     promoted = read_registry(paths).get("active") is None and not suspect
     if promoted:
         promote(paths, bid, "active", now)

@@ -24,6 +24,8 @@ REPORT_COLUMNS = ("n", "base_rate", "auc", "auc_se", "brier_raw", "brier_cal", "
                   "ic_std", "icir", "ic_t_nw", "n_dates")
 PNG_METADATA: dict[str, Any] = {"Software": None}
 DPI = 100
+NOTE = ("Metrics use rows with a label and a calibrated probability; *_raw columns score p_raw on the "
+        "same rows.")
 SURVIVORSHIP_TEXT = ("Caveat: survivorship bias - the symbol universe comes from current constituents, so "
                      "delisted names are missing and metrics are likely optimistic.")
 
@@ -42,6 +44,7 @@ figure { display: inline-block; margin: 0.5em; }
 </head>
 <body>
 <h1>Validation report</h1>
+<p>{{ note }}</p>
 <ul>
 {% for key, value in header %}<li><b>{{ key }}</b>: {{ value }}</li>
 {% endfor %}</ul>
@@ -76,10 +79,31 @@ def _fmt(value: Any) -> str:
 
 
 def _fmt_span(span: Any) -> str:
-    """Render a (start, end) pair as 'start to end', anything else as text."""
+    """Render a (start, end) pair or {"start", "end"} mapping as 'start to end', anything else as text."""
+    if isinstance(span, dict) and {"start", "end"} <= set(span):
+        return f"{span['start']} to {span['end']}"
     if isinstance(span, (list, tuple)) and len(span) == 2:
         return f"{span[0]} to {span[1]}"
     return "n/a" if span is None else str(span)
+
+
+def _fmt_mapping(value: Any) -> str:
+    """Render a mapping as 'k=v' pairs (containers summarised by size), anything else as text."""
+    if not isinstance(value, dict):
+        return "n/a" if value is None else str(value)
+    parts = [f"{k}: {len(v)} entries" if isinstance(v, (dict, list, tuple)) else f"{k}={v}"
+             for k, v in value.items()]
+    return ", ".join(parts) or "n/a"
+
+
+def horizon_lags(meta: dict) -> dict[str, int] | None:
+    """Newey-West lag per horizon: meta["horizon_lags"], else h - 1 from meta["horizons"] (sessions)."""
+    if meta.get("horizon_lags") is not None:
+        return dict(meta["horizon_lags"])
+    horizons = meta.get("horizons")
+    if isinstance(horizons, dict):
+        return {str(k): max(0, int(h) - 1) for k, h in horizons.items()}
+    return None
 
 
 def _fmt_list(items: Any, limit: int = 20) -> str:
@@ -126,10 +150,10 @@ def _regime_sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def validation_table(oos: pd.DataFrame, by: list[str] | None = None,
                      horizon_lags: dict[str, int] | None = None) -> pd.DataFrame:
-    """Calibrated metrics per (horizon, *by) with raw and calibrated brier/ece/log_loss side by side."""
+    """Calibrated metrics per (horizon, *by); raw brier/ece/log_loss beside them on the same rows."""
     keys = ["horizon", *(by or [])]
     cal = metrics_table(oos, by, "p_cal", horizon_lags)
-    raw = metrics_table(oos, by, "p_raw", horizon_lags)[[*keys, *SIDE_BY_SIDE]]
+    raw = metrics_table(oos.loc[oos["p_cal"].notna()], by, "p_raw", horizon_lags)[[*keys, *SIDE_BY_SIDE]]
     merged = cal.merge(raw, on=keys, how="left", suffixes=("_cal", "_raw"))
     return _regime_sorted(merged[[*keys, *REPORT_COLUMNS]])
 
@@ -161,7 +185,7 @@ def _table_text(frame: pd.DataFrame) -> str:
 
 def _text_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str]) -> str:
     """Plain-text validation report."""
-    lines = ["Validation report", "=================", *[f"{k}: {v}" for k, v in _header(meta)]]
+    lines = ["Validation report", "=================", *[f"{k}: {v}" for k, v in _header(meta)], NOTE]
     caveat = survivorship_caveat(meta)
     if caveat:
         lines.append(caveat)
@@ -243,7 +267,7 @@ def _html_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str
               for stem, path in figures.items()]
     template = Environment(autoescape=True).from_string(HTML_TEMPLATE)
     return template.render(title=str(meta.get("baseline_id", "")), header=_header(meta),
-                           caveat=survivorship_caveat(meta), horizons=blocks, figures=images)
+                           caveat=survivorship_caveat(meta), note=NOTE, horizons=blocks, figures=images)
 
 
 def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict[str, Path]:
@@ -251,7 +275,7 @@ def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     horizons = sorted(oos["horizon"].dropna().astype(str).unique())
-    tables = _tables(oos, meta.get("horizon_lags"))
+    tables = _tables(oos, horizon_lags(meta))
     paths = {"validation_report": folder / "validation_report.txt", "report": folder / "report.html"}
     paths["validation_report"].write_text(_text_report(meta, tables, horizons), encoding="utf-8")
     figures = _figures(oos, folder, horizons)
@@ -267,12 +291,17 @@ def card_metrics(oos: pd.DataFrame, p_col: str = "p_cal",
     return _regime_sorted(pd.concat([overall, regime], ignore_index=True))
 
 
-def _split_card(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Overall rows (no vol_regime column, NaN or "all") and per-regime rows."""
-    if "vol_regime" not in metrics.columns:
-        return metrics, metrics.iloc[0:0]
-    overall = metrics["vol_regime"].isna() | (metrics["vol_regime"].astype(str) == "all")
-    return metrics.loc[overall], metrics.loc[~overall]
+def _split_card(metrics: pd.DataFrame, meta: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Overall rows (no vol_regime, NaN or "all") and per-regime rows, else meta["metrics"]["per_regime"]."""
+    if "vol_regime" in metrics.columns:
+        is_all = metrics["vol_regime"].isna() | (metrics["vol_regime"].astype(str) == "all")
+        overall, regime = metrics.loc[is_all], metrics.loc[~is_all]
+    else:
+        overall, regime = metrics, metrics.iloc[0:0]
+    stored = (meta.get("metrics") or {}).get("per_regime") if isinstance(meta.get("metrics"), dict) else None
+    if regime.empty and stored:
+        regime = _regime_sorted(pd.DataFrame(stored))
+    return overall, regime
 
 
 def auc_interval(auc: float, auc_se: float) -> str:
@@ -311,24 +340,29 @@ def _card_data_section(meta: dict) -> list[str]:
     """Data set section of the model card."""
     biases = survivorship_caveat(meta) or "No survivorship bias flagged."
     pit = meta.get("point_in_time", "Features at date D use only data available at or before D.")
-    return ["## Data set", *_bullets([("Source", str(meta.get("source", "n/a"))),
+    source = meta.get("source", meta.get("data_source", "n/a"))
+    return ["## Data set", *_bullets([("Source", str(source)),
                                       ("Symbols", _fmt_list(meta.get("symbols"))),
-                                      ("Span", _fmt_span(meta.get("span"))),
+                                      ("Span", _fmt_span(meta.get("span", meta.get("training_span")))),
                                       ("Data hash", str(meta.get("data_hash", "n/a"))),
                                       ("Biases", biases), ("Point-in-time features", str(pit))])]
 
 
 def _card_training_section(meta: dict) -> list[str]:
     """Training section of the model card."""
+    scheme = meta.get("walk_forward")
+    refit = meta.get("refit_frequency")
+    if refit is None and isinstance(scheme, dict) and scheme.get("refit_months") is not None:
+        refit = f"every {scheme['refit_months']} months"
     return ["## Training", *_bullets([("Span", _fmt_span(meta.get("training_span"))),
-                                      ("Walk-forward scheme", str(meta.get("walk_forward", "n/a"))),
-                                      ("Refit frequency", str(meta.get("refit_frequency", "n/a"))),
+                                      ("Walk-forward scheme", _fmt_mapping(scheme)),
+                                      ("Refit frequency", "n/a" if refit is None else str(refit)),
                                       ("Models", _fmt_list(meta.get("models")))])]
 
 
 def write_model_card(path: Path, meta: dict, metrics: pd.DataFrame) -> Path:
     """Write a markdown model card (data, label, training, metrics with uncertainty, known limits)."""
-    overall, regime = _split_card(metrics)
+    overall, regime = _split_card(metrics, meta)
     limits = [f"- {item}" for item in meta.get("limits", [])] or ["- None recorded."]
     lines = [f"# Model card: {meta.get('baseline_id', 'n/a')}", "", *_card_data_section(meta), "",
              "## Label definition", str(meta.get("label_definition", "n/a")), "",
