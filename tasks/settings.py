@@ -164,12 +164,17 @@ class ModelSettings(_Section):
         300, ge=50, le=1_000_000, description="Fewest out-of-sample rows a regime needs for a calibrator.")
     isotonic_min_rows: int = Field(
         1000, ge=100, le=1_000_000, description="Below this many rows a regime uses Platt scaling only.")
+    calibration_lookback_years: int = Field(
+        3, ge=1, le=50, description="Only out-of-sample rows of the last N years fit the stacker "
+        "and the calibrators (older folds came from other models and other markets).")
     calibration_holdout: float = Field(
         0.25, gt=0.05, lt=0.8, description="Latest share of OOS rows that picks isotonic vs Platt.")
     max_plausible_auc: float = Field(
         0.58, gt=0.5, le=1.0, description="An out-of-sample AUC above this is presumed leakage: "
         "the baseline is flagged and not promoted automatically.")
     random_state: int = Field(42, ge=0, description="Seed of every model.")
+    base_models: list[Literal["rf", "xgb", "cat"]] = Field(
+        ["rf", "xgb", "cat"], min_length=1, description="Base classifiers under the stacker.")
     rf: RandomForestSettings = Field(default_factory=RandomForestSettings, description="Random forest.")
     xgb: XGBoostSettings = Field(default_factory=XGBoostSettings, description="XGBoost.")
     cat: CatBoostSettings = Field(default_factory=CatBoostSettings, description="CatBoost.")

@@ -89,3 +89,25 @@ def test_vendor_error_payload_is_rejected(tmp_path):
     res = CsvSource(bad).load()
     assert res.bars.empty
     assert [f["rule"] for f in res.findings] == ["vendor_error_payload"]
+
+
+def test_walk_forward_on_real_data_is_honest(imported):
+    """Reduced universe and period (CI time): out-of-sample skill must look like real markets."""
+    from tasks.data.calendar import sessions
+    from tasks.models.metrics import metrics_table
+    from tasks.models.train import training_frame, walk_forward
+
+    paths, _ = imported
+    settings = load_settings(models={"first_test_year": 2009, "rf": {"n_estimators": 60},
+                                     "xgb": {"n_estimators": 80}, "cat": {"iterations": 80}})
+    symbols = sorted(load_constituents(paths.store)["symbol"])[::4]  # ~50 names, all sectors
+    bars = load_bars(paths.store, start="2004-01-01", end="2012-12-31", symbols=symbols)
+    frame = training_frame(bars, load_constituents(paths.store), settings)
+    sess = sessions("XNYS", bars["date"].min(), bars["date"].max())
+    oos, folds = walk_forward(frame, sess, settings, "short")
+    assert [f.test_start.year for f in folds] == [2009, 2010, 2011, 2012]
+    row = metrics_table(oos, horizon_lags={"short": 4}).iloc[0]
+    assert row["n"] > 20_000
+    assert 0.49 < row["auc"] < 0.58, "AUC above 0.58 on daily large caps is presumed leakage"
+    assert abs(row["ic_mean"]) < 0.08
+    assert row["ece"] < 0.03

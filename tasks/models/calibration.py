@@ -37,10 +37,24 @@ class Platt:
 
 
 class Isotonic:
-    """Monotone step function from raw to calibrated probability."""
+    """Monotone map from raw to calibrated probability, fit on equal-mass bins.
+
+    Plain isotonic regression puts a step on a handful of extreme rows (a top step of 1.0
+    from three lucky wins); fitting on bins of at least ``min_bin`` rows keeps every step an
+    average of many outcomes, and raw values beyond the fitted range get the end bins' rates.
+    """
+
+    def __init__(self, min_bin: int = 100):
+        self.min_bin = min_bin
 
     def fit(self, p: np.ndarray, y: np.ndarray) -> Isotonic:
-        self.model_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        order = np.argsort(p, kind="stable")
+        bins = np.array_split(order, max(2, min(len(p) // self.min_bin, 200)))
+        px = np.array([p[b].mean() for b in bins])
+        py = np.array([y[b].mean() for b in bins])
+        weight = np.array([len(b) for b in bins], dtype=float)
+        self.model_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+            px, py, sample_weight=weight)
         return self
 
     def predict(self, p: np.ndarray) -> np.ndarray:

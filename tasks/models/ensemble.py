@@ -16,7 +16,6 @@ from xgboost import XGBClassifier
 
 from tasks.settings import ModelSettings
 
-BASE_NAMES = ("rf", "xgb", "cat")
 EPS = 1e-6
 
 
@@ -58,7 +57,8 @@ class StackedEnsemble(BaseEstimator, ClassifierMixin):
         if len(np.unique(y)) < 2:
             raise ValueError("training labels hold a single class; cannot fit a classifier")
         cfg = self.settings or ModelSettings()
-        self.models_ = make_base_models(cfg, self.n_threads)
+        every = make_base_models(cfg, self.n_threads)
+        self.models_ = {name: every[name] for name in cfg.base_models}
         for name, model in self.models_.items():
             model.fit(self._prep(name, X), y)
         self.classes_ = np.array([0, 1])
@@ -70,10 +70,15 @@ class StackedEnsemble(BaseEstimator, ClassifierMixin):
         X = np.asarray(X, dtype="float64")
         return np.nan_to_num(X, nan=-999.0) if name == "rf" else X
 
+    @property
+    def base_names(self) -> list[str]:
+        """Names of the fitted base models, in column order of :meth:`base_predict`."""
+        return list(self.models_)
+
     def base_predict(self, X: np.ndarray) -> np.ndarray:
-        """(n, 3) P(win) of rf, xgb and cat."""
-        return np.column_stack([self.models_[n].predict_proba(self._prep(n, X))[:, 1]
-                                for n in BASE_NAMES])
+        """(n, k) P(win) of each base model."""
+        return np.column_stack([m.predict_proba(self._prep(n, X))[:, 1]
+                                for n, m in self.models_.items()])
 
     def fit_stacker(self, base_preds: np.ndarray, y: np.ndarray) -> StackedEnsemble:
         """Fit the logistic stacker on OUT-OF-SAMPLE base predictions."""

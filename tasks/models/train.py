@@ -20,7 +20,7 @@ from tasks.features.build import build_features, feature_columns
 from tasks.features.labels import build_labels
 from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_regime_cuts
 from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
-from tasks.models.ensemble import BASE_NAMES, StackedEnsemble
+from tasks.models.ensemble import StackedEnsemble
 from tasks.models.walkforward import Fold, make_folds, purged_train_mask
 from tasks.settings import AppSettings
 
@@ -63,13 +63,14 @@ def _fit_base(frame: pd.DataFrame, mask: np.ndarray, label: str, sessions: pd.Da
 
 
 def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Timestamp,
-           h: int, cuts: VolRegimeCuts, frame: pd.DataFrame) -> pd.DataFrame:
-    """Earlier out-of-sample rows whose labels end before ``before``, regimes re-cut."""
+           h: int, cuts: VolRegimeCuts, frame: pd.DataFrame, lookback: int) -> pd.DataFrame:
+    """Recent earlier out-of-sample rows whose labels end before ``before``, regimes re-cut."""
     if not oos:
         return pd.DataFrame()
     prior = pd.concat(oos, ignore_index=True)
     keep = purged_train_mask(prior["date"], sessions, before, before, h, 0)
-    prior = prior.loc[keep & prior["label"].notna().to_numpy()].copy()
+    recent = (prior["date"] >= before - pd.DateOffset(years=lookback)).to_numpy()
+    prior = prior.loc[keep & recent & prior["label"].notna().to_numpy()].copy()
     vol = frame.set_index(["symbol", "date"])[cuts.feature]
     prior[cuts.feature] = vol.reindex(pd.MultiIndex.from_frame(prior[["symbol", "date"]])).to_numpy()
     prior["vol_regime"] = assign_vol_regime(prior, cuts).astype("object").to_numpy()
@@ -80,7 +81,8 @@ def _fit_stack_and_calibrate(model: StackedEnsemble, prior: pd.DataFrame, settin
                              ) -> dict[str, RegimeCalibrator]:
     if prior.empty or prior["label"].nunique() < 2:
         return {}
-    model.fit_stacker(prior[[f"p_{n}" for n in BASE_NAMES]].to_numpy(), prior["label"].to_numpy())
+    cols = [f"p_{n}" for n in model.base_names]
+    model.fit_stacker(prior[cols].to_numpy(), prior["label"].to_numpy())
     return fit_regime_calibrators(prior["p_raw"].to_numpy(), prior["label"].to_numpy(),
                                   prior["vol_regime"].to_numpy(), prior["date"].to_numpy(),
                                   settings.models)
@@ -95,7 +97,7 @@ def _predict_block(model: StackedEnsemble, test: pd.DataFrame, cuts: VolRegimeCu
     regime = assign_vol_regime(test, cuts).astype("object").to_numpy()
     out = pd.DataFrame({"symbol": test["symbol"].to_numpy(), "date": test["date"].to_numpy(),
                         "horizon": name, "fold": fold.name})
-    for i, base_name in enumerate(BASE_NAMES):
+    for i, base_name in enumerate(model.base_names):
         out[f"p_{base_name}"] = base[:, i]
     out["p_raw"] = p_raw
     out["p_cal"] = apply_calibrators(p_raw, regime, cals, strict=False)
@@ -119,8 +121,9 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
                                  settings.models.embargo_sessions)
         mask &= (frame["date"] >= fold.train_start).to_numpy()
         model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
-        cals = _fit_stack_and_calibrate(model, _prior(oos, sessions, fold.test_start, h, cuts,
-                                                      frame), settings)
+        prior = _prior(oos, sessions, fold.test_start, h, cuts, frame,
+                       settings.models.calibration_lookback_years)
+        cals = _fit_stack_and_calibrate(model, prior, settings)
         test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
         oos.append(_predict_block(model, test, cuts, cals, name, fold, settings))
     result = pd.concat(oos, ignore_index=True) if oos else pd.DataFrame()
@@ -134,6 +137,7 @@ def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame
     mask = np.ones(len(frame), dtype=bool)  # labels near the end are NaN: purged by construction
     model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
     after_last = sessions[-1] + pd.Timedelta(days=1)
-    prior = _prior([oos], sessions, after_last, h, cuts, frame) if len(oos) else pd.DataFrame()
+    prior = (_prior([oos], sessions, after_last, h, cuts, frame,
+                    settings.models.calibration_lookback_years) if len(oos) else pd.DataFrame())
     cals = _fit_stack_and_calibrate(model, prior, settings)
     return HorizonModel(name, h, model, cals)
