@@ -65,7 +65,7 @@ class FeatureSettings(_Section):
         [1, 5, 20, 60], description="Windows (sessions) of the log-return features."
     )
     vol_window: int = Field(20, ge=5, le=252, description="Window of realised volatility.")
-    atr_window: int = Field(14, ge=2, le=100, description="Window of the ATR (Wilder smoothing).")
+    atr_window: int = Field(14, ge=2, le=100, description="Window of the ATR (simple mean of true range).")
     rsi_window: int = Field(14, ge=2, le=100, description="Window of the RSI (Wilder smoothing).")
     macd_fast: int = Field(12, ge=2, le=100, description="MACD fast EMA span.")
     macd_slow: int = Field(26, ge=3, le=200, description="MACD slow EMA span.")

@@ -179,3 +179,54 @@ def test_registry_promote_and_list(home, trained):
     with pytest.raises(RegistryError, match="known: b1"):
         load_baseline(home, "nope")
     assert read_manifest(home.store)["source"] == "demo"
+
+
+def test_cli_score_promote_and_list(home, trained, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.setenv("HCP_HOME", str(home.home))
+    monkeypatch.setenv("COLUMNS", "300")
+    runner = CliRunner()
+    out = tmp_path / "scored.parquet"
+    res = runner.invoke(app, ["score", "--baseline", "b1", "--source", "parquet",
+                              "--path", str(home.demo / "ohlcv_daily.parquet"),
+                              "--start", "2021-12-01", "--end", "2021-12-31", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    scored = pd.read_parquet(out)
+    assert list(scored.columns) == ["symbol", "date", "horizon", "p_raw", "p_cal", "regime",
+                                    "label", "fwd_return"]
+    assert scored["date"].min() >= pd.Timestamp("2021-12-01")
+    assert set(scored["horizon"]) == {"short", "mid"}
+    last = scored[scored["date"] == scored["date"].max()]
+    assert last["label"].isna().all() and last["fwd_return"].isna().all()
+    assert scored["p_cal"].between(0, 1).all()
+
+    res = runner.invoke(app, ["promote", "--to", "shadow", "--id", "b1"])
+    assert res.exit_code == 0 and "shadow: b1" in res.output
+    res = runner.invoke(app, ["models", "list"])
+    assert res.exit_code == 0 and "b1" in res.output
+    res = runner.invoke(app, ["score", "--baseline", "missing", "--source", "parquet", "--path",
+                              str(out), "--start", "2021-01-01", "--end", "2021-02-01", "--out",
+                              str(out)])
+    assert res.exit_code == 2 and "no baseline 'missing'" in res.output
+
+
+def test_cli_train_shows_progress_and_writes_a_baseline(home, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    other = Paths(tmp_path)
+    write_store(other.store, load_bars(home.store, end="2020-12-31"), load_constituents(home.store),
+                {"source": "demo"})
+    monkeypatch.setenv("HCP_HOME", str(other.home))
+    monkeypatch.setenv("HCP_MODELS__FIRST_TEST_YEAR", "2019")
+    monkeypatch.setenv("HCP_MODELS__MIN_TRAIN_YEARS", "2")
+    monkeypatch.setenv("HCP_MODELS__BASE_MODELS", '["xgb"]')
+    res = CliRunner().invoke(app, ["train", "--baseline", "cli1"])
+    assert res.exit_code == 0, res.output
+    assert "baseline cli1" in res.output and "promoted to active" in res.output
+    assert (other.models / "cli1" / "model_card.md").is_file()
+    assert read_registry(other)["active"] == "cli1"

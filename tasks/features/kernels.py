@@ -26,11 +26,14 @@ def realised_vol(close: pd.DataFrame, window: int) -> pd.DataFrame:
 
 
 def true_range(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame) -> pd.DataFrame:
-    """max(high, prev close) - min(low, prev close); high - low on a symbol's first bar."""
+    """max(high, prev close) - min(low, prev close); high - low on a symbol's first bar.
+
+    NaN where the session has no bar (a missing session must not count as a zero range).
+    """
     prev = close.shift(1)
     top = np.fmax(high, prev)
     bottom = np.fmin(low, prev)
-    return top - bottom
+    return (top - bottom).where(high.notna() & low.notna())
 
 
 def atr(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame, window: int) -> pd.DataFrame:
