@@ -33,6 +33,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_models.py
 
 ## Re-pin constraints.txt from the current environment.
 lock: install

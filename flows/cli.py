@@ -170,9 +170,16 @@ def daily_cmd(
 @app.command("demo")
 @friendly
 def demo_cmd() -> None:
-    """Build the demo market, import it and run the daily flow on its last session."""
+    """Build and import the demo market, train a baseline (once), run the daily flow."""
+    from tasks.models.registry import read_registry
+
     data_import(source=Source.demo, path=None, constituents=None, as_of=None, symbols=None,
                 start=None, end=None)
+    active = read_registry(Paths.from_env()).get("active")
+    if active is None:
+        train_cmd(start=None, train_end=None, baseline=None)
+    else:
+        out.print(f"active baseline {active} already trained (hcp train to retrain)")
     daily_cmd(as_of="latest")
 
 
