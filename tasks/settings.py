@@ -123,7 +123,7 @@ class RuntimeSettings(_Section):
 
 
 class RandomForestSettings(_Section):
-    n_estimators: int = Field(200, ge=10, le=5000, description="Trees in the random forest.")
+    n_estimators: int = Field(120, ge=10, le=5000, description="Trees in the random forest.")
     max_depth: int = Field(8, ge=2, le=64, description="Maximum tree depth.")
     min_samples_leaf: int = Field(200, ge=1, le=100000, description="Minimum samples per leaf.")
     max_samples: float = Field(0.5, gt=0, le=1, description="Bootstrap share of rows per tree.")
@@ -139,7 +139,7 @@ class XGBoostSettings(_Section):
 
 
 class CatBoostSettings(_Section):
-    iterations: int = Field(300, ge=10, le=10000, description="Boosting iterations.")
+    iterations: int = Field(250, ge=10, le=10000, description="Boosting iterations.")
     depth: int = Field(6, ge=1, le=12, description="Symmetric tree depth.")
     learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage per iteration.")
     l2_leaf_reg: float = Field(3.0, ge=0, le=1000, description="L2 regularisation of leaves.")
@@ -159,7 +159,7 @@ class ModelSettings(_Section):
         "would follow it (binds only where training data comes after a test block).")
     row_stride: int = Field(
         2, ge=1, le=20, description="Train on every N-th session (neighbouring labels overlap).")
-    max_train_rows: int = Field(250_000, ge=1000, le=50_000_000, description="Cap on training rows.")
+    max_train_rows: int = Field(120_000, ge=1000, le=50_000_000, description="Cap on training rows.")
     min_calibration_rows: int = Field(
         300, ge=50, le=1_000_000, description="Fewest out-of-sample rows a regime needs for a calibrator.")
     isotonic_min_rows: int = Field(
