@@ -130,15 +130,29 @@ def test_nothing_after_train_end_reaches_the_model(home, trained, tmp_path):
                                    b.models[name].ensemble.predict_proba(X), rtol=1e-12, atol=1e-14)
 
 
-def test_saved_model_scores_like_in_memory(home, trained, frame):
-    base = load_baseline(home, "b1")
+def test_saved_model_scores_like_in_memory(home, trained, frame, tmp_path):
+    """Parity: a model fit in memory, saved and loaded back gives the same probabilities."""
+    from tasks.features.regimes import fit_vol_regime_cuts
+    from tasks.models.registry import save_baseline
+    from tasks.models.train import fit_final
+
+    oos = pd.read_parquet(trained.oos_path)
+    cuts = fit_vol_regime_cuts(frame, SETTINGS.regimes, end=frame["date"].max())
+    sess = _sessions(frame)
+    memory = {n: fit_final(frame, sess, oos[oos["horizon"] == n], SETTINGS, n, cuts)
+              for n in SETTINGS.labels.horizons}
+    manifest = json.loads((trained.model_dir / "manifest.json").read_text())
+    other = Paths(tmp_path)
+    save_baseline(other, "parity", memory, cuts, {**manifest, "id": "parity"})
+    loaded = load_baseline(other, "parity")
     rows = frame.loc[frame["date"] == pd.Timestamp("2021-06-30")]
-    scored = score_features(base, rows, SETTINGS)
-    model = base.models["short"].ensemble
+    scored = score_features(loaded, rows, SETTINGS)
     X = rows[feature_columns(SETTINGS)].to_numpy(dtype="float64", na_value=np.nan)
-    direct = model.combine(model.base_predict(X))
-    got = scored.loc[scored["horizon"] == "short"].set_index("symbol").loc[rows["symbol"], "p_raw"]
-    np.testing.assert_allclose(got.to_numpy(), direct, rtol=0, atol=1e-12)
+    for name, hm in memory.items():
+        direct = hm.ensemble.predict_proba(X)[:, 1]
+        got = scored.loc[scored["horizon"] == name].set_index("symbol").loc[rows["symbol"], "p_raw"]
+        # identical up to the summation order of two prediction threads (1 ulp)
+        np.testing.assert_allclose(got.to_numpy(), direct, rtol=1e-13, atol=0)
     assert set(scored.columns) == {"symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label",
                                    "fwd_return"}
 

@@ -24,7 +24,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.realdata,
     pytest.mark.skipif(not (DATA / "ohlcv_daily.parquet").is_file(),
-                       reason=f"real data not found at {DATA} (only present in the project's CI)"),
+                       reason=f"shared real data set not found at {DATA}; real-data tests skipped"),
 ]
 SETTINGS = load_settings()
 
