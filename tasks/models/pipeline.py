@@ -119,7 +119,9 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
     per_fold = metrics_table(oos, by=["fold"], horizon_lags=lags)
     manifest = _manifest(bid, settings, span, store_meta, now, cuts, models, overall, per_regime,
                          folds)
-    suspect = overall.loc[overall["auc"] > settings.models.max_plausible_auc, "horizon"].tolist()
+    # judged on the raw probability: it exists for every OOS row, first fold included
+    raw = metrics_table(oos, by=None, p_col="p_raw", horizon_lags=lags)
+    suspect = raw.loc[raw["auc"] > settings.models.max_plausible_auc, "horizon"].tolist()
     manifest["leakage_suspect"] = suspect
     if suspect:
         say(f"presumed leakage: OOS AUC above {settings.models.max_plausible_auc} for {suspect}")
@@ -132,8 +134,8 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
     meta = {**manifest, "baseline_id": bid, "label_definition": LABEL_DOC,
             "limits": _limits(manifest), "horizon_lags": lags,
             "symbols": int(oos["symbol"].nunique()),
-            "models": "random forest, XGBoost, CatBoost; logistic stacker on their "
-                      "out-of-sample logits; per-regime isotonic/Platt calibration"}
+            "models": f"base models {', '.join(settings.models.base_models)}; logistic stacker "
+                      "on their out-of-sample logits; per-regime isotonic/Platt calibration"}
     write_validation_report(oos, report_dir, meta)
     card = card_metrics(oos, horizon_lags=lags)
     write_model_card(model_dir / "model_card.md", meta, card)

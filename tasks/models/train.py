@@ -132,7 +132,7 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
 
 def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame,
               settings: AppSettings, name: str, cuts: VolRegimeCuts) -> HorizonModel:
-    """The deployable model: base models on all rows, stacker/calibrators on all OOS rows."""
+    """The deployable model: base models on all rows, stacker/calibrators on recent OOS rows."""
     h = settings.labels.horizons[name]
     mask = np.ones(len(frame), dtype=bool)  # labels near the end are NaN: purged by construction
     model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
