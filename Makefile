@@ -34,6 +34,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_models.py
+	$(BIN)/python bench/bench_daily.py
 
 ## Re-pin constraints.txt from the current environment.
 lock: install

@@ -28,6 +28,8 @@ models_app = typer.Typer(help="List trained baselines and the registry slots.", 
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+run_app = typer.Typer(help="Run a flow for one session.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
 console = Console(stderr=True)
 out = Console()
 
@@ -154,33 +156,95 @@ def features_cmd(
     out.print(f"{len(snap.features)} symbols x {snap.features.shape[1]} columns -> {out_path}")
 
 
-@app.command("daily")
-@friendly
-def daily_cmd(
-    as_of: Annotated[str, typer.Option(help="latest | previous-session | YYYY-MM-DD")] = "latest",
-) -> None:
-    """Run the pre-market daily flow (a Prefect flow run) for one session."""
+def _daily(date: str, force: bool) -> None:
     from flows.daily import daily
 
-    res = daily(as_of=as_of)
-    out.print(f"daily {res.as_of}: {res.n_symbols} symbols; features {res.features_path}; "
-              f"summary {res.summary_path}")
+    res = daily(as_of=date, force=force)
+    state = "unchanged (same inputs; nothing recomputed)" if res.cached else res.status
+    out.print(f"session {res.as_of}: {state}; {res.n_orders} orders")
+    for name in ("plan", "audit", "signals", "health", "report", "latest_plan"):
+        if name in res.outputs:
+            out.print(f"  {name:12s} {res.outputs[name]}")
+    for err in res.errors:
+        console.print(f"[red]ERROR[/red] {err}")
+    for warn in res.warnings:
+        console.print(f"[yellow]WARNING[/yellow] {warn}")
+    if res.status == "ERROR":
+        console.print("[red]stop trading:[/red] the plan was written without orders")
+        raise typer.Exit(3)
+
+
+@run_app.command("daily")
+@friendly
+def run_daily(
+    date: Annotated[str, typer.Option(help="latest | previous-session | YYYY-MM-DD")] = "latest",
+    force: Annotated[bool, typer.Option(help="Recompute even when nothing changed.")] = False,
+) -> None:
+    """The pre-market pipeline for one session (a Prefect flow run); exit 3 on a health ERROR."""
+    _daily(date, force)
+
+
+@run_app.command("nightly")
+@friendly
+def run_nightly(
+    date: Annotated[str, typer.Option(help="today | latest | YYYY-MM-DD")] = "latest",
+) -> None:
+    """Realised outcomes of earlier plans whose horizon has passed (reports/nightly/<D>.json)."""
+    from flows.nightly import nightly
+
+    path = nightly(date=date)
+    summary = json.loads(Path(path).read_text())
+    hit = summary.get("hit_rate")
+    out.print(f"nightly {summary['date']}: {summary['orders']} realised orders"
+              + (f", hit rate {hit:.1%} vs expected {summary['expected_hit_rate']:.1%}"
+                 if hit is not None else "") + f" -> {path}")
+
+
+@app.command("replay")
+@friendly
+def replay_cmd(
+    start: Annotated[str, typer.Option(help="First session YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last session YYYY-MM-DD.")],
+    force: Annotated[bool, typer.Option(help="Recompute sessions already done.")] = False,
+) -> None:
+    """Replay the daily decision point in time for every session in [START, END]."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    import flows.replay as rp
+    from flows.replay import replay
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("replay: features and scores for the span", total=None)
+
+        def progress(i: int, n: int, msg: str) -> None:
+            bar.update(task, total=n, completed=i, description=f"replay {msg}")
+
+        rp.progress_hook = progress
+        try:
+            res = replay(start=start, end=end, force=force)
+        finally:
+            rp.progress_hook = None
+    out.print(f"replayed {res.sessions} sessions {res.start}..{res.end} ({res.skipped} unchanged), "
+              f"{res.seconds_per_session:.2f} s/session")
+    out.print(f"summary {res.summary_path}; per-session table {res.table_path}")
 
 
 @app.command("demo")
 @friendly
 def demo_cmd() -> None:
-    """Build and import the demo market, train a baseline (once), run the daily flow."""
-    from tasks.models.registry import read_registry
+    """Import the demo market, train a baseline if needed, run the daily flow for its last session."""
+    from tasks.models.registry import load_baseline, read_registry
 
     data_import(source=Source.demo, path=None, constituents=None, as_of=None, symbols=None,
                 start=None, end=None)
-    active = read_registry(Paths.from_env()).get("active")
-    if active is None:
+    paths = Paths.from_env()
+    active = read_registry(paths).get("active")
+    if active is None or "payoff" not in load_baseline(paths, active).manifest:
         train_cmd(start=None, train_end=None, baseline=None)
     else:
         out.print(f"active baseline {active} already trained (hcp train to retrain)")
-    daily_cmd(as_of="latest")
+    _daily("latest", force=False)
 
 
 class Slot(StrEnum):

@@ -1,35 +1,48 @@
-"""The pre-market daily flow. At this stage: load bars -> validate -> features -> outputs.
+"""The pre-market daily flow for session D.
 
-Later stages (scoring, calibration, gates, fusion, sizing, clamps) slot in between features
-and outputs. Only tasks that touch the disk retry.
+load bars -> validate -> features -> score (active, and shadow side by side) -> per-regime
+calibration -> regime gates -> fusion -> sizing -> hard clamps -> health -> outputs.
+
+Only tasks that touch the disk retry. A re-run with the same inputs (see
+:mod:`tasks.plan.runs`) does nothing and returns the recorded result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data.calendar import previous_session
+from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.schemas import StoreBarFrame
 from tasks.data.store import load_bars, load_constituents, read_manifest
-from tasks.features.snapshot import Snapshot, snapshot
-from tasks.io import atomic_write_json, atomic_write_parquet, frame_hash
+from tasks.io import atomic_write_parquet
+from tasks.models.registry import Baseline, RegistryError, load_baseline, read_registry
+from tasks.models.scoring import calibrate_scores, raw_scores, wide_scores
 from tasks.paths import Paths
+from tasks.plan import build, outputs, runs, session
+from tasks.plan.context import context_source, context_status
+from tasks.policy import current_policy
 from tasks.settings import AppSettings, load_settings
+from tasks.state import load_book, load_episodes
 
 
 @dataclass
 class DailyResult:
-    """What one daily run wrote."""
+    """What one daily run decided and wrote."""
 
     as_of: str
-    features_path: Path
-    summary_path: Path
-    n_symbols: int
+    status: str
+    n_orders: int
+    outputs: dict[str, str]
+    cached: bool
+    errors: list[str]
+    warnings: list[str]
 
 
 def resolve_as_of(as_of: str | None, store: Path, calendar: str,
@@ -51,64 +64,205 @@ def resolve_as_of(as_of: str | None, store: Path, calendar: str,
                          "previous-session)") from exc
 
 
+def history_start(day: pd.Timestamp, settings: AppSettings) -> pd.Timestamp:
+    """First session loaded: ``daily.history_sessions`` before ``day``."""
+    n = settings.daily.history_sessions
+    span = calendar_sessions(settings.data.calendar, day - pd.Timedelta(days=int(n * 1.6) + 30),
+                             day)
+    return span[max(0, len(span) - n)]
+
+
+def load_models(paths: Paths) -> tuple[Baseline, Baseline | None]:
+    """The active baseline (required) and the shadow one (optional)."""
+    reg = read_registry(paths)
+    if reg.get("active") is None:
+        raise RegistryError("no active baseline: run `hcp train` (or `hcp demo`) first")
+    active = load_baseline(paths, reg["active"])
+    if "payoff" not in active.manifest:
+        raise RegistryError(f"baseline {active.baseline_id} predates the payoff statistics the "
+                            "plan needs: retrain it (`hcp train`)")
+    shadow = load_baseline(paths, reg["shadow"]) if reg.get("shadow") else None
+    return active, shadow
+
+
+def key_parts(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Baseline,
+              shadow: Baseline | None, policy_version: str, ctx: dict, book: dict,
+              episodes: dict) -> dict[str, Any]:
+    from tasks.models.pipeline import config_hash
+
+    return {"session": day.date().isoformat(),
+            "store": (read_manifest(paths.store) or {}).get("content_hash"),
+            "active": active.baseline_id, "shadow": shadow.baseline_id if shadow else None,
+            "settings": config_hash(settings), "all_settings": settings.model_dump(mode="json"),
+            "policy": policy_version, "context": ctx, "book": book, "episodes": episodes,
+            "code": runs.code_fingerprint()}
+
+
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def load_bars_task(store: Path, as_of: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read stored bars up to ``as_of`` and the constituents."""
-    return load_bars(store, end=as_of), load_constituents(store)
+def load_bars_task(store: Path, start: pd.Timestamp, as_of: pd.Timestamp
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read stored bars in [start, as_of] and the constituents."""
+    return load_bars(store, start=start, end=as_of), load_constituents(store)
 
 
 @task(cache_policy=NO_CACHE)
-def validate_task(bars: pd.DataFrame) -> pd.DataFrame:
-    """Re-check the store contract at the flow boundary (schema, uniqueness, bar sanity)."""
-    return StoreBarFrame.validate(bars)
+def validate_task(bars: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Re-check the store contract at the flow boundary and refuse stale data."""
+    from tasks.features.snapshot import check_fresh
+
+    bars = StoreBarFrame.validate(bars)
+    check_fresh(bars, as_of)
+    return bars
 
 
 @task(cache_policy=NO_CACHE)
-def features_task(bars: pd.DataFrame, constituents: pd.DataFrame, settings: AppSettings,
-                  as_of: pd.Timestamp) -> Snapshot:
-    """Point-in-time features and volatility regimes for ``as_of``."""
-    return snapshot(bars, constituents, settings, as_of)
+def features_task(bars: pd.DataFrame, constituents: pd.DataFrame, settings: AppSettings
+                  ) -> session.History:
+    """Point-in-time features, labels (complete only up to as-of) and returns."""
+    return session.build_history(bars, constituents, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def score_task(model: Baseline, hist: session.History, start: pd.Timestamp,
+               as_of: pd.Timestamp, settings: AppSettings) -> pd.DataFrame:
+    """Raw ensemble P(win) for the rows from ``start`` to ``as_of``."""
+    rows = hist.features.loc[(hist.features["date"] >= start) & (hist.features["date"] <= as_of)]
+    return raw_scores(model, rows.reset_index(drop=True), settings)
+
+
+@task(cache_policy=NO_CACHE)
+def calibrate_task(model: Baseline, raw: pd.DataFrame) -> pd.DataFrame:
+    """Per-regime calibration (a regime without a calibrator stays NaN and stops trading)."""
+    return wide_scores(calibrate_scores(model, raw, strict=False))
+
+
+@task(cache_policy=NO_CACHE)
+def gates_task(inp: build.SessionInputs, settings: AppSettings) -> pd.DataFrame:
+    """Edges per horizon and the per-regime gates."""
+    return build.gated_frame(inp, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def fusion_task(gated: pd.DataFrame, inp: build.SessionInputs, settings: AppSettings
+                ) -> pd.DataFrame:
+    """Fusion score, BUY/SELL/HOLD, gated signal and expectancy."""
+    return build.fused_frame(gated, inp, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def sizing_task(signals: pd.DataFrame, inp: build.SessionInputs, settings: AppSettings
+                ) -> build.Sized:
+    """Rank by E[PnL]/time and size (score, RL, per-trade target, Kelly, effective-K)."""
+    return build.size_orders(signals, inp, settings)
+
+
+@task(cache_policy=NO_CACHE)
+def clamps_task(sized: build.Sized, inp: build.SessionInputs, settings: AppSettings,
+                errors: list[str]) -> build.Decision:
+    """Hard risk clamps on every order (no orders at all when the health check says stop)."""
+    return build.apply_clamps(sized, inp, settings, health_stop=errors or None)
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def write_outputs_task(snap: Snapshot, paths: Paths, store_hash: str) -> tuple[Path, Path]:
-    """Write the features parquet and the run summary JSON (atomic, deterministic)."""
-    day = snap.as_of.date().isoformat()
-    feat_path = atomic_write_parquet(paths.features / f"features_{day}.parquet", snap.features)
-    f = snap.features
-    summary = {
-        "as_of": day,
-        "store_content_hash": store_hash,
-        "features_hash": frame_hash(f),
-        "n_symbols": int(len(f)),
-        "vol_regime_cuts": snap.cuts.to_dict(),
-        "vol_regime_distribution": {str(k): int(v) for k, v in
-                                    f["vol_regime"].value_counts().sort_index().items()},
-        "market": {c: _scalar(f[c]) for c in ["market_regime", "mkt_vol_z", "mkt_avg_corr",
-                                               "mkt_breadth_50", "mkt_ret_20"]},
-        "missing_share": snap.missing_share,
-        "features_path": str(feat_path),
-    }
-    summary_path = atomic_write_json(paths.runs / f"daily_{day}.json", summary)
-    return feat_path, summary_path
+def write_outputs_task(paths: Paths, day: str, decision: build.Decision, health: dict,
+                       shadow: pd.DataFrame | None, today: pd.DataFrame) -> dict[str, Path]:
+    """Signals, plan, audit, health, report (dated and latest) and today's features."""
+    written = outputs.write_session(paths, day, decision.signals, decision.plan,
+                                    decision.audit, health, shadow)
+    written["features"] = atomic_write_parquet(paths.features / f"features_{day}.parquet", today)
+    return written
 
 
-def _scalar(col: pd.Series):
-    value = col.dropna().iloc[0] if col.notna().any() else None
-    return value.item() if hasattr(value, "item") else value
+def publish_artifacts(day: str, decision: build.Decision, health: dict) -> None:
+    """The plan and the health summary as Prefect artifacts (visible in the UI)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    plan = decision.plan
+    rows = plan.astype(object).where(plan.notna(), None).to_dict(orient="records")
+    create_table_artifact(rows, key="trade-plan", description=f"Trade plan for {day}")
+    s = health["summary"]
+    lines = [f"# Daily health {day}: {s['status']}", "",
+             f"- orders: {len(plan)}; coverage: "
+             f"{health['metrics']['coverage']['coverage_pct']}%"]
+    lines += [f"- ERROR: {e}" for e in s["errors"]] + [f"- WARNING: {w}" for w in s["warnings"]]
+    create_markdown_artifact("\n".join(lines), key="daily-health",
+                             description=f"Health summary for {day}")
+
+
+def shadow_signals(shadow_scores: pd.DataFrame, inp: build.SessionInputs, model_id: str,
+                   settings: AppSettings) -> pd.DataFrame:
+    """The shadow model's signals for the same session (never traded)."""
+    shadow_inp = build.SessionInputs(**{**inp.__dict__, "scores": shadow_scores,
+                                        "model_id": model_id})
+    sig = build.signal_frame(shadow_inp, settings)
+    cols = ["symbol", "regime", "p_cal_short", "p_cal_mid", "score", "action", "signal",
+            "exp_pnl_net"]
+    out = sig[cols].rename(columns={c: f"shadow_{c}" for c in cols if c != "symbol"})
+    active = inp.scores[["symbol", "p_cal_short", "p_cal_mid"]]
+    out = active.merge(out, on="symbol", how="outer")
+    out.insert(0, "shadow_model_id", model_id)
+    return out.sort_values("symbol", kind="stable").reset_index(drop=True)
 
 
 @flow(name="daily", log_prints=False)
-def daily(as_of: str | None = None) -> DailyResult:
+def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
     """Pre-market run for session ``as_of`` ('latest', 'previous-session' or YYYY-MM-DD)."""
     logger = get_run_logger()
     settings, paths = load_settings(), Paths.from_env()
     day = resolve_as_of(as_of, paths.store, settings.data.calendar)
-    logger.info("daily run for %s (home %s)", day.date(), paths.home)
-    bars, constituents = load_bars_task(paths.store, day)
-    bars = validate_task(bars)
-    snap = features_task(bars, constituents, settings, day)
-    store_hash = read_manifest(paths.store)["content_hash"]
-    feat_path, summary_path = write_outputs_task(snap, paths, store_hash)
-    logger.info("features for %d symbols -> %s", len(snap.features), feat_path)
-    return DailyResult(day.date().isoformat(), feat_path, summary_path, len(snap.features))
+    d = day.date().isoformat()
+    with runs.session_lock(paths, d):
+        active, shadow = load_models(paths)
+        policy, version = current_policy(paths, settings)
+        ctx_src = context_source(settings.daily.context_path, paths.home)
+        book, book_info = load_book(paths, settings)
+        episodes, ep_info = load_episodes(paths)
+        parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
+                          book_info, ep_info)
+        key = runs.run_key(parts)
+        cached = None if force else runs.cached_record(paths, d, key)
+        if cached:
+            logger.info("session %s already done with the same inputs (run key %s)", d, key)
+            return _result(cached, cached=True)
+        bars, constituents = load_bars_task(paths.store, history_start(day, settings), day)
+        bars = validate_task(bars, day)
+        hist = features_task(bars, constituents, settings)
+        start = session.scoring_start(hist, day, settings)
+        scores = calibrate_task(active, score_task(active, hist, start, day, settings))
+        today = session.day_rows(hist.features, day)
+        context = ctx_src.load(day)
+        inp = session.session_inputs(
+            as_of=day, today=today, scores_today=session.day_rows(scores, day), baseline=active,
+            policy=policy, policy_version=version, book=book, context=context,
+            returns=hist.returns, episodes=episodes)
+        errors = session.preflight(today, inp.scores, active, settings)
+        signals = fusion_task(gates_task(inp, settings), inp, settings)
+        decision = clamps_task(sizing_task(signals, inp, settings), inp, settings, errors)
+        shadow_frame = None
+        if shadow is not None:
+            sh = calibrate_task(shadow, score_task(shadow, hist, day, day, settings))
+            shadow_frame = shadow_signals(session.day_rows(sh, day).drop(columns="date"), inp,
+                                          shadow.baseline_id, settings)
+        extra = {"model": {"active": active.baseline_id,
+                           "shadow": shadow.baseline_id if shadow else None},
+                 "policy_version": version, "run_key": key,
+                 "context": {"source": ctx_src.describe().get("source"),
+                             "inputs": context_status(context, inp.scores["symbol"].tolist())},
+                 "book": book_info}
+        recent = session.masked_recent(scores, hist, day, settings)
+        health = session.assess(as_of=day, decision=decision, errors=errors, today=today,
+                                recent=recent,
+                                drift_rows=session.recent_features(hist, day, settings),
+                                baseline=active, settings=settings, extra=extra)
+        written = write_outputs_task(paths, d, decision, health, shadow_frame, today)
+        record = runs.make_record(key, parts, health, len(decision.plan), written)
+        runs.write_record(paths, d, record)
+        publish_artifacts(d, decision, health)
+        logger.info("session %s: %s, %d orders -> %s", d, record["status"], len(decision.plan),
+                    written["plan"])
+        return _result(record, cached=False)
+
+
+def _result(record: dict, cached: bool) -> DailyResult:
+    return DailyResult(record["key_parts"]["session"], record["status"], record["n_orders"],
+                       record["paths"], cached, record["errors"], record["warnings"])

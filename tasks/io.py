@@ -44,6 +44,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> Path:
     path = Path(path)
     with _temp_in(path.parent, path.suffix) as tmp:
         writer(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are read by analysts and tools
         if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
             return path
         _fsync(tmp)

@@ -21,6 +21,15 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tasks.trading_settings import (
+    DailySettings,
+    FusionSettings,
+    GuardrailSettings,
+    HealthSettings,
+    PolicyDefaults,
+    RiskSettings,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "app.yaml"
 
@@ -193,6 +202,19 @@ class AppSettings(BaseSettings):
     regimes: RegimeSettings = Field(default_factory=RegimeSettings, description="Regime detection.")
     models: ModelSettings = Field(default_factory=ModelSettings, description="Ensemble and walk-forward.")
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings, description="Compute limits.")
+    fusion: FusionSettings = Field(default_factory=FusionSettings, description="Edges, fusion, gates.")
+    policy: PolicyDefaults = Field(default_factory=PolicyDefaults, description="First policy version.")
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings, description="Sizing.")
+    risk: RiskSettings = Field(default_factory=RiskSettings, description="Hard clamps (ceilings).")
+    health: HealthSettings = Field(default_factory=HealthSettings, description="Daily health checks.")
+    daily: DailySettings = Field(default_factory=DailySettings, description="The daily run.")
+
+    @model_validator(mode="after")
+    def _plan_horizon_known(self) -> AppSettings:
+        if self.fusion.plan_horizon not in self.labels.horizons:
+            raise ValueError(f"fusion.plan_horizon {self.fusion.plan_horizon!r} is not one of the "
+                             f"label horizons {sorted(self.labels.horizons)}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,6 @@
 """The ``hcp`` command line (flows.cli) on a small demo market under a temporary HCP_HOME.
 
-The ``daily`` and ``demo`` commands start a Prefect server and are covered elsewhere; here only
+The ``run``, ``replay`` and ``demo`` commands start a Prefect server and are covered elsewhere; here only
 their ``--help`` is run.
 """
 
@@ -26,7 +26,8 @@ DEMO_ENV = {
     "COLUMNS": "400",  # rich wraps long paths at 80 columns otherwise
 }
 SUBCOMMANDS = [
-    ["data", "import"], ["data", "info"], ["data", "query"], ["features"], ["daily"], ["demo"],
+    ["data", "import"], ["data", "info"], ["data", "query"], ["features"], ["run", "daily"],
+    ["run", "nightly"], ["replay"], ["demo"],
     ["config", "show"], ["config", "check"],
 ]
 BAD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sp500" / "bad_inputs"
@@ -75,7 +76,7 @@ def env(home, monkeypatch):
 def test_help_lists_subcommands():
     res = invoke("--help")
     assert res.exit_code == 0
-    for name in ("data", "features", "daily", "demo", "config"):
+    for name in ("data", "features", "run", "replay", "demo", "config"):
         assert re.search(rf"^\W*{name}\b", res.output, re.MULTILINE), name
     data = invoke("data", "--help")
     assert data.exit_code == 0

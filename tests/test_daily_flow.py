@@ -1,19 +1,23 @@
-"""The daily flow runs as a real Prefect flow on a real (temporary) Prefect server."""
+"""The daily flow and the replay run as real Prefect flows on a real (temporary) Prefect server."""
 
 from __future__ import annotations
 
 import json
+import shutil
+from io import BytesIO
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.daily import daily, resolve_as_of
-from tasks.data.ingest import import_bars
-from tasks.data.sources import DemoSource
+from flows.replay import replay
+from tasks.models.registry import RegistryError, promote
 from tasks.paths import Paths
-from tasks.settings import load_settings
-
+from tasks.plan import runs
+from tests.conftest import use_home
+from tests.plan_checks import assert_plan_sane
 
 def test_prefect_server_imports_with_pinned_fastapi():
     """Prefect's API server must import (a FastAPI release breaks it; see pyproject pins)."""
@@ -23,56 +27,133 @@ def test_prefect_server_imports_with_pinned_fastapi():
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Paths:
-    paths = Paths(tmp_path_factory.mktemp("home"))
-    src = DemoSource(paths.demo, seed=5, n_symbols=20, n_sectors=5, start="2021-01-04",
-                     end="2022-12-30")
-    import_bars(src, load_settings(), paths)
-    return paths
-
-
-@pytest.fixture(scope="module")
 def harness():
     with prefect_test_harness(server_startup_timeout=120):
         yield
 
 
-def test_daily_flow_writes_features_and_summary(home, harness, monkeypatch):
-    monkeypatch.setenv("HCP_HOME", str(home.home))
-    state = daily(as_of="latest", return_state=True)
+@pytest.fixture
+def home(trained_home, tmp_path, monkeypatch) -> Paths:
+    """A private copy of the trained home (tests here write outputs and state)."""
+    paths = Paths(tmp_path / "home")
+    shutil.copytree(trained_home.home, paths.home)
+    use_home(monkeypatch, paths)
+    return paths
+
+
+def test_daily_flow_writes_plan_health_and_reports(home, harness):
+    state = daily(as_of="2021-12-30", return_state=True)
     assert state.is_completed(), state
     res = state.result()
-    assert res.as_of == "2022-12-30"
-    feats = pd.read_parquet(res.features_path)
-    assert (feats["date"] == pd.Timestamp("2022-12-30")).all()
-    assert feats["symbol"].is_unique and len(feats) == res.n_symbols >= 15
-    assert set(feats["vol_regime"].dropna()) <= {"low_vol", "med_vol", "high_vol"}
-    summary = json.loads(res.summary_path.read_text())
-    assert summary["n_symbols"] == len(feats)
-    assert summary["vol_regime_cuts"]["fit_end"] == "2022-12-30"
+    assert res.as_of == "2021-12-30" and not res.cached
+    plan = pd.read_csv(res.outputs["plan"])
+    health = json.loads(Path(res.outputs["health"]).read_text())
+    assert_plan_sane(plan, health["net_liquidity"])
+    assert (plan["policy_version"].str.startswith("pol-")).all()
+    assert (plan["model_id"] == "b-demo").all()
+    assert {"summary", "metrics", "net_liquidity"} <= set(health)
+    assert {"quality", "coverage", "regime", "drift", "exposure"} <= set(health["metrics"])
+    assert health["summary"]["status"] in ("OK", "WARNING")
+    cov = health["metrics"]["coverage"]
+    assert cov["scored"] >= 15 and cov["orders"] == len(plan)
+    exp = health["metrics"]["exposure"]
+    assert exp["gross"] == pytest.approx(plan["position_cash"].sum() / health["net_liquidity"])
+    audit = pd.read_parquet(res.outputs["audit"])
+    assert len(audit) == cov["scored"] and audit["reasons"].str.len().gt(0).all()
+    assert set(audit.loc[audit["taken"], "symbol"]) == set(plan["ticker"])
+    signals = pd.read_parquet(res.outputs["signals"])
+    assert {"edge_short", "edge_mid", "gate", "score", "action", "signal"} <= set(signals)
+    html = Path(res.outputs["report"]).read_text()
+    assert "Trade plan" in html and "<svg" in html
+    assert Path(home.val / "trade_plan.csv").read_text() == Path(res.outputs["plan"]).read_text()
+    # the health quality check compares realised outcomes with the baseline's validation
+    q = health["metrics"]["quality"]["by_horizon"]["short"]
+    assert q["n"] > 0 and q["baseline_brier"] > 0
 
-    first = res.features_path.read_bytes()
-    again = daily(as_of="2022-12-30")
-    assert again.features_path.read_bytes() == first, "a re-run of the same day must not change"
+
+def test_rerun_is_free_and_force_is_byte_identical(home, harness):
+    first = daily(as_of="2021-12-30")
+    before = {k: (Path(p).read_bytes(), Path(p).stat().st_mtime_ns)
+              for k, p in first.outputs.items()}
+    again = daily(as_of="2021-12-30")
+    assert again.cached
+    forced = daily(as_of="2021-12-30", force=True)
+    assert not forced.cached
+    for key, (data, mtime) in before.items():
+        path = forced.outputs[key]
+        assert Path(path).read_bytes() == data, key
+        assert Path(path).stat().st_mtime_ns == mtime, f"{key} rewritten"
 
 
-def test_daily_flow_refuses_stale_data(home, harness, monkeypatch):
-    monkeypatch.setenv("HCP_HOME", str(home.home))
-    state = daily(as_of="2023-01-06", return_state=True)
+def test_health_error_writes_an_empty_plan_and_says_why(home, harness, monkeypatch):
+    monkeypatch.setenv("HCP_HEALTH__MIN_SIGNALS", "500")
+    res = daily(as_of="2021-12-30")
+    assert res.status == "ERROR" and res.n_orders == 0
+    assert any("scored symbols < 500" in e for e in res.errors)
+    assert pd.read_csv(res.outputs["plan"]).empty
+    audit = pd.read_parquet(res.outputs["audit"])
+    assert audit["reasons"].str.contains("health:stop_trading").any()
+    assert not audit["taken"].any()
+
+
+def test_shadow_is_scored_side_by_side_and_never_trades(home, harness):
+    alone = daily(as_of="2021-12-30")
+    promote(home, "b-demo", "shadow", "2026-01-02T00:00:00+00:00")
+    both = daily(as_of="2021-12-30")
+    assert not both.cached  # the shadow id is part of the run key
+    shadow = pd.read_parquet(both.outputs["shadow"])
+    assert {"shadow_model_id", "shadow_p_cal_short", "shadow_signal"} <= set(shadow)
+    assert Path(both.outputs["plan"]).read_text() == Path(alone.outputs["plan"]).read_text()
+
+
+def test_two_runs_of_one_session_cannot_interleave(home, harness):
+    with runs.session_lock(home, "2021-12-30"):
+        state = daily(as_of="2021-12-30", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(runs.RunLocked, match="in progress"):
+        state.result()
+
+
+def test_daily_flow_refuses_stale_data(home, harness):
+    state = daily(as_of="2022-01-07", return_state=True)
     assert state.is_failed()
     with pytest.raises(ValueError, match="stale data"):
         state.result()
 
 
-def test_resolve_as_of(home):
+def test_replay_is_point_in_time_repeatable_and_matches_daily(home, harness):
+    res = replay(start="2021-07-01", end="2021-07-30")
+    assert res.sessions == 21 and res.skipped == 0
+    summary = json.loads(res.summary_path.read_text())
+    assert summary["sessions"] == 21
+    table = pd.read_csv(res.table_path)
+    plans = {row.date: Path(row.plan).read_bytes() for row in table.itertuples()}
+    for raw in plans.values():
+        assert_plan_sane(pd.read_csv(BytesIO(raw)), 100_000.0)
+    again = replay(start="2021-07-01", end="2021-07-30", force=True)
+    assert again.skipped == 0
+    for row in pd.read_csv(again.table_path).itertuples():
+        assert Path(row.plan).read_bytes() == plans[row.date], row.date
+    # the daily flow for the first replayed session decides exactly as the replay did
+    first = daily(as_of="2021-07-01", force=True)
+    assert Path(first.outputs["plan"]).read_bytes() == plans["2021-07-01"]
+
+
+def test_replay_refuses_a_model_trained_on_the_span(home, harness):
+    state = replay(start="2021-06-01", end="2021-06-30", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(RegistryError, match="trained on bars up to 2021-06-30"):
+        state.result()
+
+
+def test_resolve_as_of(trained_home):
     cal = "XNYS"
-    assert resolve_as_of(None, home.store, cal) == pd.Timestamp("2022-12-30")
+    assert resolve_as_of(None, trained_home.store, cal) == pd.Timestamp("2021-12-31")
     monday = pd.Timestamp("2024-07-08")
-    assert resolve_as_of("previous-session", home.store, cal, today=monday) == pd.Timestamp(
-        "2024-07-05")
-    assert resolve_as_of("2022-05-02", home.store, cal) == pd.Timestamp("2022-05-02")
+    assert resolve_as_of("previous-session", trained_home.store, cal, today=monday) == \
+        pd.Timestamp("2024-07-05")
     with pytest.raises(ValueError, match="not a date"):
-        resolve_as_of("yesterday-ish", home.store, cal)
+        resolve_as_of("yesterday-ish", trained_home.store, cal)
 
 
 def test_prefect_yaml_deployments_point_at_real_flows():
@@ -84,11 +165,12 @@ def test_prefect_yaml_deployments_point_at_real_flows():
     from tasks.settings import PROJECT_ROOT
 
     spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
-    assert spec["deployments"], "prefect.yaml declares no deployment"
+    names = {dep["name"] for dep in spec["deployments"]}
+    assert {"daily-premarket", "replay"} <= names
     for dep in spec["deployments"]:
         path, name = dep["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         assert isinstance(getattr(module, name), Flow), dep["entrypoint"]
-        for sched in dep["schedules"]:
+        for sched in dep.get("schedules") or []:
             assert sched["timezone"] == "America/New_York"
             assert len(sched["cron"].split()) == 5

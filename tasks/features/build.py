@@ -17,7 +17,7 @@ from tasks.settings import AppSettings
 
 MARKET_COLUMNS = ["mkt_ret_20", "mkt_breadth_50", "mkt_vol_20", "mkt_vol_z", "mkt_avg_corr",
                   "mkt_atr_pct"]
-REFERENCE_COLUMNS = ["close_raw", "n_history", "sector", "market_regime"]
+REFERENCE_COLUMNS = ["close_raw", "n_history", "sector", "market_regime", "vol_z", "corr_mkt"]
 
 
 class FeatureFrame(pa.DataFrameModel):
@@ -111,7 +111,10 @@ def build_features(bars: pd.DataFrame, constituents: pd.DataFrame | None,
     mask = p.present & (n_hist >= settings.features.min_history)
     if since is not None:
         mask &= (p.dates >= pd.Timestamp(since))[:, None]
+    vol = wide[f"vol_{settings.features.vol_window}"]
     extra = {"close_raw": p.raw_close, "n_history": n_hist,
+             "vol_z": k.zscore_series(vol, settings.features.zscore_window),
+             "corr_mkt": k.market_correlation(p.close, settings.features.corr_window),
              "sector": np.broadcast_to(p.sectors.to_numpy(dtype=object), p.present.shape)}
     frames = {**extra, **wide, **{c: v.to_numpy() for c, v in market.items()}}
     out = to_long(p, frames, mask)

@@ -129,3 +129,11 @@ def average_correlation(close: pd.DataFrame, window: int, min_symbols: int = 5) 
         total = (z.sum(axis=1) ** 2).mean()
         out[t - 1] = (total / n - 1) / (n - 1)
     return pd.Series(out, index=close.index)
+
+
+def market_correlation(close: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Each symbol's correlation of daily log returns with the equal-weight market return over
+    the last ``window`` sessions (needs 3/4 of the window)."""
+    r = log_returns(close, 1)
+    market = r.mean(axis=1)
+    return r.rolling(window, min_periods=max(10, int(window * 0.75))).corr(market)

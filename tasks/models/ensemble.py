@@ -76,9 +76,23 @@ class StackedEnsemble(BaseEstimator, ClassifierMixin):
         return list(self.models_)
 
     def base_predict(self, X: np.ndarray) -> np.ndarray:
-        """(n, k) P(win) of each base model."""
-        return np.column_stack([m.predict_proba(self._prep(n, X))[:, 1]
-                                for n, m in self.models_.items()])
+        """(n, k) P(win) of each base model.
+
+        The forest predicts on one thread: its threads add tree outputs in a varying order,
+        which changes the last bit between runs, and outputs must be byte-identical on re-runs.
+        """
+        cols = []
+        for name, model in self.models_.items():
+            if name == "rf":
+                jobs = model.n_jobs
+                model.n_jobs = 1
+                try:
+                    cols.append(model.predict_proba(self._prep(name, X))[:, 1])
+                finally:
+                    model.n_jobs = jobs
+            else:
+                cols.append(model.predict_proba(self._prep(name, X))[:, 1])
+        return np.column_stack(cols)
 
     def fit_stacker(self, base_preds: np.ndarray, y: np.ndarray) -> StackedEnsemble:
         """Fit the logistic stacker on OUT-OF-SAMPLE base predictions."""

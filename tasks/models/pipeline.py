@@ -20,6 +20,7 @@ from tasks.models.registry import promote, read_registry, save_baseline
 from tasks.models.reports import card_metrics, write_model_card, write_validation_report
 from tasks.models.train import HorizonModel, Progress, fit_final, training_frame, walk_forward
 from tasks.paths import Paths
+from tasks.plan.expectancy import feature_reference, payoff_stats
 from tasks.settings import AppSettings
 
 
@@ -106,12 +107,16 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
         folds[name] = [f.to_dict() for f in fold_list]
     oos = pd.concat(oos_parts, ignore_index=True)
     bid = baseline_id or f"bl-{last:%Y%m%d}-{config_hash(settings)[:6]}"
+    lookback = settings.models.calibration_lookback_years
+    extras = {"payoff": payoff_stats(frame, cuts, settings.labels.horizons, last, lookback),
+              "feature_reference": feature_reference(frame, feature_columns(settings), last,
+                                                     lookback)}
     return _write_all(paths, settings, bid, (first, last), store_meta, now, cuts, models, oos,
-                      folds, say)
+                      folds, say, extras)
 
 
-def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, folds, say
-               ) -> TrainResult:
+def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, folds, say,
+               extras: dict | None = None) -> TrainResult:
     say("metrics and reports")
     lags = _lags(settings)
     overall = metrics_table(oos, by=None, horizon_lags=lags)
@@ -119,6 +124,7 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
     per_fold = metrics_table(oos, by=["fold"], horizon_lags=lags)
     manifest = _manifest(bid, settings, span, store_meta, now, cuts, models, overall, per_regime,
                          folds)
+    manifest.update(extras or {})
     # judged on the raw probability: it exists for every OOS row, first fold included
     raw = metrics_table(oos, by=None, p_col="p_raw", horizon_lags=lags)
     suspect = raw.loc[raw["auc"] > settings.models.max_plausible_auc, "horizon"].tolist()

@@ -24,27 +24,62 @@ def check_schema(baseline: Baseline, settings: AppSettings) -> None:
             "the feature settings changed since training; restore them or retrain")
 
 
-def score_features(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings) -> pd.DataFrame:
-    """One row per (symbol, date, horizon); label/fwd_return NaN when absent or incomplete."""
+def raw_scores(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings) -> pd.DataFrame:
+    """The ensemble's raw P(win) per (symbol, date, horizon) with the baseline's vol regime."""
     check_schema(baseline, settings)
     X = frame[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
     regime = assign_vol_regime(frame, baseline.cuts).astype("object").to_numpy()
     parts = []
     for name, hm in baseline.models.items():
-        p_raw = hm.ensemble.predict_proba(X)[:, 1]
         parts.append(pd.DataFrame({
             "symbol": frame["symbol"].to_numpy(), "date": frame["date"].to_numpy(),
-            "horizon": name, "p_raw": p_raw,
-            "p_cal": apply_calibrators(p_raw, regime, hm.calibrators, strict=True),
-            "regime": regime,
+            "horizon": name, "p_raw": hm.ensemble.predict_proba(X)[:, 1], "regime": regime,
             "label": _col(frame, f"label_{name}"), "fwd_return": _col(frame, f"fwd_return_{name}"),
         }))
-    out = pd.concat(parts, ignore_index=True)[SCORE_COLUMNS]
-    out["symbol"] = out["symbol"].astype("string")
-    out["horizon"] = out["horizon"].astype("string")
-    out["regime"] = out["regime"].astype("string")
+    out = pd.concat(parts, ignore_index=True)
+    for col in ("symbol", "horizon", "regime"):
+        out[col] = out[col].astype("string")
     return out.sort_values(["date", "symbol", "horizon"], kind="stable").reset_index(drop=True)
+
+
+def calibrate_scores(baseline: Baseline, raw: pd.DataFrame, strict: bool = True) -> pd.DataFrame:
+    """Add p_cal: each horizon's per-regime calibrator applied to p_raw.
+
+    ``strict=False`` leaves p_cal NaN for a regime without a calibrator instead of raising
+    (the daily health check then stops trading and names the regime)."""
+    out = raw.copy()
+    out["p_cal"] = np.nan
+    regime = out["regime"].astype("object").to_numpy()
+    for name, hm in baseline.models.items():
+        rows = (out["horizon"] == name).to_numpy()
+        out.loc[rows, "p_cal"] = apply_calibrators(out.loc[rows, "p_raw"].to_numpy(),
+                                                   regime[rows], hm.calibrators, strict=strict)
+    return out[SCORE_COLUMNS]
+
+
+def score_features(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings,
+                   strict: bool = True) -> pd.DataFrame:
+    """One row per (symbol, date, horizon); label/fwd_return NaN when absent or incomplete."""
+    return calibrate_scores(baseline, raw_scores(baseline, frame, settings), strict)
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
     return frame[name].to_numpy(dtype="float64") if name in frame else np.full(len(frame), np.nan)
+
+
+def wide_scores(scored: pd.DataFrame) -> pd.DataFrame:
+    """One row per (symbol, date): regime, p_raw_<h>, p_cal_<h>, label_<h>."""
+    keys = ["symbol", "date"]
+    wide = scored.pivot_table(index=keys, columns="horizon", values=["p_raw", "p_cal", "label"],
+                              aggfunc="first", dropna=False, observed=True)
+    wide.columns = [f"{v}_{h}" for v, h in wide.columns]
+    regime = scored.drop_duplicates(keys).set_index(keys)["regime"]
+    out = wide.join(regime).reset_index()
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def missing_calibrators(baseline: Baseline, regimes: pd.Series) -> dict[str, list[str]]:
+    """Regimes present in ``regimes`` that a horizon has no calibrator for."""
+    present = {r for r in regimes.dropna().astype(str).unique()}
+    return {h: sorted(present - set(m.calibrators)) for h, m in baseline.models.items()
+            if present - set(m.calibrators)}

@@ -1,0 +1,115 @@
+"""The nightly flow for session D: realised outcomes of earlier plans.
+
+For every archived plan of a session P <= D whose horizon has fully passed by D, each order is
+marked to its realised barrier outcome on the bars P+1 .. P+h (take-profit first, stop first,
+both in one bar = the label's same-bar rule, or timeout at the close of P+h). Prices are
+compared as ratios to the entry on adjusted bars, so a split in between does not fake a hit.
+The result, ``reports/nightly/<D>.json``, holds per-plan and overall hit rates next to the
+mean calibrated P(win) the plans expected: the realised record the escalation checks read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.data.calendar import sessions as calendar_sessions
+from tasks.data.store import load_bars
+from tasks.io import atomic_write_json
+from tasks.paths import Paths
+from tasks.settings import AppSettings, load_settings
+
+
+def order_outcome(plan_row: pd.Series, path: pd.DataFrame, same_bar: str) -> dict[str, Any]:
+    """Outcome of one BUY order on its adjusted path (rows after the plan's session)."""
+    entry_adj = path.attrs["entry_adj"]
+    up = plan_row["take_profit"] / plan_row["entry_price"]
+    down = plan_row["stop"] / plan_row["entry_price"]
+    for row in path.itertuples(index=False):
+        hit_up = row.adj_high / entry_adj >= up
+        hit_down = row.adj_low / entry_adj <= down
+        if hit_up and hit_down:
+            return {"outcome": "both", "win": same_bar == "win", "ret": np.nan}
+        if hit_up:
+            return {"outcome": "tp", "win": True, "ret": up - 1}
+        if hit_down:
+            return {"outcome": "sl", "win": False, "ret": down - 1}
+    ret = path["adj_close"].iloc[-1] / entry_adj - 1 if len(path) else np.nan
+    return {"outcome": "timeout", "win": False, "ret": float(ret)}
+
+
+def plan_outcomes(plan: pd.DataFrame, day: pd.Timestamp, bars: pd.DataFrame,
+                  sess: pd.DatetimeIndex, horizon: int, same_bar: str) -> pd.DataFrame:
+    """Realised outcome of every BUY of the plan of session ``day``."""
+    pos = sess.searchsorted(day)
+    window = sess[pos + 1: pos + 1 + horizon]
+    rows = []
+    for _, order in plan.loc[plan["action"] == "BUY"].iterrows():
+        sym = bars.loc[bars["symbol"] == order["ticker"]]
+        entry = sym.loc[sym["date"] == day, "adj_close"]
+        path = sym.loc[sym["date"].isin(window)].sort_values("date")
+        if entry.empty:
+            continue
+        path.attrs["entry_adj"] = float(entry.iloc[0])
+        res = order_outcome(order, path, same_bar)
+        rows.append({"session": day.date().isoformat(), "ticker": order["ticker"],
+                     "prob_win_cal": order["prob_win_cal"], **res})
+    return pd.DataFrame(rows, columns=["session", "ticker", "prob_win_cal", "outcome", "win",
+                                       "ret"])
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def load_task(paths: Paths, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    return load_bars(paths.store, start=start, end=end)
+
+
+@task(cache_policy=NO_CACHE)
+def outcomes_task(paths: Paths, day: pd.Timestamp, bars: pd.DataFrame, settings: AppSettings,
+                  lookback: int) -> pd.DataFrame:
+    h = settings.labels.horizons[settings.fusion.plan_horizon]
+    sess = calendar_sessions(settings.data.calendar, bars["date"].min(), day)
+    parts = []
+    for folder in sorted((paths.val / "plans").glob("*/trade_plan.csv")):
+        p_day = pd.Timestamp(folder.parent.name)
+        if p_day not in sess or sess.searchsorted(day) - sess.searchsorted(p_day) < h:
+            continue
+        if sess.searchsorted(day) - sess.searchsorted(p_day) > h + lookback:
+            continue
+        parts.append(plan_outcomes(pd.read_csv(folder), p_day, bars, sess, h,
+                                   settings.labels.same_bar))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+@flow(name="nightly", log_prints=False)
+def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
+    """Realised outcomes of the plans whose horizon ended in the last ``lookback_sessions``.
+
+    ``date``: 'today' (the last session on or before today), 'latest' (the store's last
+    session) or YYYY-MM-DD."""
+    from flows.daily import resolve_as_of
+    from tasks.data.calendar import previous_session
+
+    logger = get_run_logger()
+    settings, paths = load_settings(), Paths.from_env()
+    day = (previous_session(settings.data.calendar, pd.Timestamp.now().normalize())
+           if date == "today" else resolve_as_of(date, paths.store, settings.data.calendar))
+    start = day - pd.Timedelta(days=int((lookback_sessions + 40) * 1.6))
+    bars = load_task(paths, start, day)
+    out = outcomes_task(paths, day, bars, settings, lookback_sessions)
+    summary: dict[str, Any] = {"date": day.date().isoformat(), "orders": int(len(out)),
+                               "plan_horizon": settings.fusion.plan_horizon}
+    if len(out):
+        summary.update(
+            hit_rate=float(out["win"].mean()), expected_hit_rate=float(out["prob_win_cal"].mean()),
+            mean_return=float(out["ret"].mean()),
+            by_outcome={k: int(v) for k, v in out["outcome"].value_counts().sort_index().items()},
+            sessions=sorted(out["session"].unique().tolist()))
+    path = atomic_write_json(paths.reports / "nightly" / f"{day.date().isoformat()}.json",
+                             {**summary, "orders_detail": out.to_dict(orient="records")})
+    logger.info("nightly %s: %d realised orders -> %s", day.date(), len(out), path)
+    return path

@@ -1,0 +1,198 @@
+"""Replay the daily decision over a span of past sessions, point in time.
+
+The active baseline must have been trained on bars ending before the first replayed session
+(otherwise the replay would score days the model saw, and it refuses). Features, labels and
+scores are computed once for the span from bars up to its last session; each session then goes
+through exactly the functions of the daily flow (inputs, preflight, gates, fusion, sizing,
+clamps, health, outputs) with the labels masked to outcomes known by that session. A session
+whose run key matches its record is skipped.
+
+Writes every session's outputs (as the daily flow does) plus
+``reports/replay/<S>_<E>/summary.json`` and ``sessions.csv``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, get_run_logger
+
+from flows.daily import history_start, key_parts, load_models
+from tasks.data.calendar import sessions as calendar_sessions
+from tasks.data.schemas import StoreBarFrame
+from tasks.data.store import load_bars, load_constituents, read_manifest
+from tasks.io import atomic_write, atomic_write_json, atomic_write_parquet
+from tasks.models.registry import RegistryError
+from tasks.paths import Paths
+from tasks.plan import outputs, runs, session
+from tasks.plan.context import context_source, context_status
+from tasks.policy import current_policy
+from tasks.settings import AppSettings, load_settings
+from tasks.state import load_book, load_episodes
+
+Progress = Callable[[int, int, str], None]
+progress_hook: Progress | None = None  # set by the command line to draw a progress bar
+
+
+@dataclass
+class ReplayResult:
+    start: str
+    end: str
+    sessions: int
+    skipped: int
+    summary_path: Path
+    table_path: Path
+    seconds_per_session: float
+
+
+def replay_sessions(start: str, end: str, store: Path, calendar: str) -> pd.DatetimeIndex:
+    """Exchange sessions in [start, end] that the store has bars for."""
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise ValueError(f"no bar store at {store}: run `hcp data import` first")
+    s, e = pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize()
+    if e < s:
+        raise ValueError(f"replay end {e.date()} is before its start {s.date()}")
+    last = pd.Timestamp(manifest["last_date"])
+    if e > last:
+        raise ValueError(f"replay end {e.date()} is after the store's last bar {last.date()}")
+    days = calendar_sessions(calendar, s, e)
+    if days.empty:
+        raise ValueError(f"no exchange session between {s.date()} and {e.date()}")
+    return days
+
+
+def check_point_in_time(train_end: str, first: pd.Timestamp, baseline_id: str) -> None:
+    if pd.Timestamp(train_end) >= first:
+        raise RegistryError(
+            f"active baseline {baseline_id} was trained on bars up to {train_end}, not before "
+            f"the first replayed session {first.date()}: train one with "
+            f"`hcp train --train-end <a date before {first.date()}>` and promote it")
+
+
+def run_replay(start: str, end: str, force: bool = False, progress: Progress | None = None
+               ) -> ReplayResult:
+    """Replay every session in [start, end]; see the module docstring."""
+    import time
+
+    settings, paths = load_settings(), Paths.from_env()
+    days = replay_sessions(start, end, paths.store, settings.data.calendar)
+    active, shadow = load_models(paths)
+    check_point_in_time(active.manifest["training_span"]["end"], days[0], active.baseline_id)
+    tick = time.perf_counter()
+    bars = StoreBarFrame.validate(load_bars(paths.store, start=history_start(days[0], settings),
+                                            end=days[-1]))
+    hist = session.build_history(bars, load_constituents(paths.store), settings)
+    scores = session.score_history(active, hist, session.scoring_start(hist, days[0], settings),
+                                    days[-1], settings)
+    shadow_scores = (session.score_history(shadow, hist, days[0], days[-1], settings)
+                     if shadow is not None else None)
+    rows, skipped = [], 0
+    for i, day in enumerate(days):
+        row = _replay_one(day, paths, settings, hist, scores, shadow_scores, active, shadow,
+                          force)
+        skipped += row.pop("cached")
+        rows.append(row)
+        if progress:
+            progress(i + 1, len(days), f"{day.date()} {row['status']} {row['orders']} orders")
+    elapsed = time.perf_counter() - tick
+    return _summarise(paths, days, rows, skipped, elapsed, active.baseline_id)
+
+
+def _replay_one(day, paths, settings: AppSettings, hist, scores, shadow_scores, active, shadow,
+                force: bool) -> dict:
+    from flows.daily import shadow_signals
+
+    d = day.date().isoformat()
+    if not (hist.features["date"] == day).any():
+        return {"date": d, "status": "NO_DATA", "orders": 0, "cached": False}
+    with runs.session_lock(paths, d):
+        policy, version = current_policy(paths, settings)
+        ctx_src = context_source(settings.daily.context_path, paths.home)
+        book, book_info = load_book(paths, settings)
+        episodes, ep_info = load_episodes(paths)
+        parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
+                          book_info, ep_info)
+        key = runs.run_key(parts)
+        cached = None if force else runs.cached_record(paths, d, key)
+        if cached:
+            return _row(d, cached, cached=True)
+        today = session.day_rows(hist.features, day)
+        context = ctx_src.load(day)
+        inp = session.session_inputs(
+            as_of=day, today=today, scores_today=session.day_rows(scores, day), baseline=active,
+            policy=policy, policy_version=version, book=book, context=context,
+            returns=hist.returns, episodes=episodes)
+        extra = {"model": {"active": active.baseline_id,
+                           "shadow": shadow.baseline_id if shadow else None},
+                 "policy_version": version, "run_key": key,
+                 "context": {"source": ctx_src.describe().get("source"),
+                             "inputs": context_status(context, inp.scores["symbol"].tolist())},
+                 "book": book_info}
+        res = session.evaluate(inp, session.masked_recent(scores, hist, day, settings),
+                               session.recent_features(hist, day, settings), active, settings,
+                               extra)
+        shadow_frame = None
+        if shadow_scores is not None:
+            shadow_frame = shadow_signals(session.day_rows(shadow_scores, day).drop(
+                columns=[c for c in shadow_scores if c == "date" or c.startswith("label_")]),
+                inp, shadow.baseline_id, settings)
+        written = outputs.write_session(paths, d, res.decision.signals, res.decision.plan,
+                                        res.decision.audit, res.health, shadow_frame)
+        written["features"] = atomic_write_parquet(paths.features / f"features_{d}.parquet",
+                                                   today)
+        record = runs.make_record(key, parts, res.health, len(res.decision.plan), written)
+        runs.write_record(paths, d, record)
+        return _row(d, record, cached=False)
+
+
+def _row(d: str, record: dict, cached: bool) -> dict:
+    return {"date": d, "status": record["status"], "orders": record["n_orders"],
+            "coverage_pct": record.get("coverage_pct"), "gross_exposure":
+            record.get("gross_exposure"), "n_warnings": len(record["warnings"]),
+            "errors": "; ".join(record["errors"]), "plan": record["paths"]["plan"],
+            "cached": cached}
+
+
+def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: float,
+               model_id: str) -> ReplayResult:
+    s, e = days[0].date().isoformat(), days[-1].date().isoformat()
+    folder = paths.reports / "replay" / f"{s}_{e}"
+    table = pd.DataFrame(rows)
+    table_path = atomic_write(folder / "sessions.csv", lambda t: table.to_csv(
+        t, index=False, lineterminator="\n", float_format="%.6f"))
+    cov = pd.to_numeric(table.get("coverage_pct"), errors="coerce")
+    summary = {
+        "start": s, "end": e, "model_id": model_id, "sessions": len(rows),
+        "status_counts": {k: int(v) for k, v in table["status"].value_counts().sort_index().items()},
+        "orders_total": int(table["orders"].sum()),
+        "sessions_with_orders": int((table["orders"] > 0).sum()),
+        "coverage_pct": {"median": _num(cov.median()), "min": _num(cov.min()),
+                         "max": _num(cov.max())},
+        "sessions_table": str(table_path),
+    }
+    summary_path = atomic_write_json(folder / "summary.json", summary)
+    per = elapsed / max(1, len(rows))
+    return ReplayResult(s, e, len(rows), skipped, summary_path, table_path, per)
+
+
+def _num(v) -> float | None:
+    return None if pd.isna(v) else float(v)
+
+
+@flow(name="replay", log_prints=False)
+def replay(start: str, end: str, force: bool = False) -> ReplayResult:
+    """Replay the daily decision for every session in [start, end] (point in time)."""
+    logger = get_run_logger()
+    def progress(i: int, n: int, msg: str) -> None:
+        logger.info("replay %d/%d %s", i, n, msg)
+        if progress_hook is not None:
+            progress_hook(i, n, msg)
+
+    res = run_replay(start, end, force, progress=progress)
+    logger.info("replayed %d sessions (%d unchanged) -> %s", res.sessions, res.skipped,
+                res.summary_path)
+    return res

@@ -1,0 +1,306 @@
+"""One session's decisions: edges -> gates -> fusion -> expectancy -> sizing -> hard clamps.
+
+Pure functions over small frames; the daily flow and the replay call the same
+:func:`decide`. Every scored symbol ends in the audit with the reasons it was or was not taken.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tasks.plan.expectancy import etth_days, expected_return, lookup
+from tasks.plan.fusion import Weights, fuse, gate, horizon_edge
+from tasks.plan.sizing import (
+    KellyCap,
+    correlation_matrix,
+    effective_k,
+    kelly_cap,
+    score_cash,
+    to_quantity,
+)
+from tasks.risk.clamps import Book, Order, clamp_batch, classify_bucket, stop_levels
+from tasks.settings import AppSettings
+
+PLAN_COLUMNS = ["ticker", "regime", "prob_win_cal", "entry_price", "qty", "position_cash",
+                "exp_pnl", "exp_pnl_net", "etth_days", "epnl_time", "action", "score", "stop",
+                "take_profit", "bucket", "sector", "reason_tags", "policy_version", "model_id"]
+CONTEXT_COLUMNS = ["rl_size_hint", "news_sentiment", "put_call_ratio"]
+
+
+@dataclass
+class SessionInputs:
+    """Everything one session's decision needs; nothing else is read."""
+
+    as_of: pd.Timestamp
+    features: pd.DataFrame          # one row per symbol on as_of
+    scores: pd.DataFrame            # symbol, regime, p_raw_<h>, p_cal_<h>
+    payoff: dict                    # baseline manifest "payoff"
+    thresholds: dict                # baseline manifest "thresholds" (label barriers)
+    model_id: str
+    policy: dict                    # blend_weights, gates, do_not_trade, ...
+    policy_version: str
+    book: Book
+    context: pd.DataFrame | None = None    # symbol + CONTEXT_COLUMNS (any subset)
+    returns: pd.DataFrame | None = None    # wide daily log returns up to as_of (effective-K)
+    episodes: pd.DataFrame | None = None   # closed episodes with 'pnl' (Kelly)
+
+
+@dataclass
+class Decision:
+    signals: pd.DataFrame
+    plan: pd.DataFrame
+    audit: pd.DataFrame
+    book: Book
+    alerts: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def gated_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
+    """Per symbol: scores joined with features and context, edges, and the regime gates."""
+    f = inp.features
+    keep = ["symbol", "date", "sector", "close_raw", "atr_pct", "vol_20", "vol_z",
+            "log_dollar_volume", "corr_mkt", "mkt_avg_corr", "market_regime"]
+    df = f[[c for c in keep if c in f]].merge(inp.scores, on="symbol", how="inner")
+    ctx = inp.context if inp.context is not None else pd.DataFrame({"symbol": []})
+    df = df.merge(ctx[["symbol", *[c for c in CONTEXT_COLUMNS if c in ctx]]], on="symbol",
+                  how="left")
+    for col in CONTEXT_COLUMNS:
+        df[col] = df[col].astype("float64") if col in df else np.nan
+    cfg = settings.fusion
+    for h in ("short", "mid"):
+        base = lookup(inp.payoff[h], df["regime"], "base_rate")
+        df[f"edge_{h}"] = horizon_edge(df[f"p_cal_{h}"].to_numpy(dtype="float64"), base,
+                                       cfg.edge_mode)
+    df["liquidity"] = np.clip(np.exp(df["log_dollar_volume"]) / cfg.liquidity_full_adv_usd, 0, 1)
+    df["market_corr"] = df["corr_mkt"]  # the symbol's own correlation with the market
+    w = inp.policy["blend_weights"]
+    weights = (Weights.effective(w, rl_available=False) if w.get("short", 0) + w.get("mid", 0) > 0
+               else Weights(0.0, 0.0, 1.0))  # RL-only policy: no predictor edge to gate on
+    return gate(df, weights, inp.policy["gates"])
+
+
+def fused_frame(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
+    """Fusion score and action, the gated signal, and the expectancy of each symbol."""
+    df = fuse(df, inp.policy["blend_weights"], settings.fusion)
+    df["signal"] = np.select([(df["action"] == "BUY") & df["gate_buy"],
+                              (df["action"] == "SELL") & df["gate_sell"]], ["BUY", "SELL"], "HOLD")
+    held = df["symbol"].map(lambda s: s in inp.book.positions and inp.book.positions[s].qty > 0)
+    df["actionable"] = (df["signal"] == "BUY") | ((df["signal"] == "SELL") & (
+        settings.risk.allow_short | held.astype(bool)))
+    return _expectancy(df, inp, settings)
+
+
+def signal_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
+    """Edges -> regime gates -> fusion -> expectancy for every scored symbol."""
+    return fused_frame(gated_frame(inp, settings), inp, settings)
+
+
+def _expectancy(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
+    h = settings.fusion.plan_horizon
+    stats = inp.payoff[h]
+    tp, sl = float(inp.thresholds["take_profit_atr"]), float(inp.thresholds["stop_atr"])
+    p = df[f"p_cal_{h}"].to_numpy(dtype="float64")
+    q = lookup(stats, df["regime"], "p_stop_given_loss")
+    m = lookup(stats, df["regime"], "timeout_ret_atr")
+    atr_pct = df["atr_pct"].to_numpy(dtype="float64")
+    df["prob_win_cal"] = p
+    df["exp_pnl"] = expected_return(p, atr_pct, q, m, tp, sl)
+    df["exp_pnl_net"] = df["exp_pnl"] - 2 * settings.guardrails.fee_pct
+    horizon = settings.labels.horizons[h]
+    df["etth_days"] = etth_days(atr_pct, df["vol_20"].to_numpy(dtype="float64"), tp, sl, horizon)
+    df["epnl_time"] = df["exp_pnl_net"] / df["etth_days"]
+    return df
+
+
+def _candidates(sig: pd.DataFrame, inp: SessionInputs, settings: AppSettings
+                ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Signals that may become orders, ranked; reasons for every symbol that may not."""
+    reasons: dict[str, list[str]] = {s: [] for s in sig["symbol"]}
+    risk = settings.risk
+    rows = []
+    for r in sig.itertuples(index=False):
+        why = reasons[r.symbol]
+        why.extend(r.penalty_tags)
+        if r.signal == "HOLD":
+            why.append(_hold_reason(r))
+            continue
+        held = inp.book.positions.get(r.symbol)
+        if r.signal == "SELL" and not risk.allow_short and held is None:
+            why.append("sell_signal:no_position_and_shorts_disabled")
+            continue
+        if r.signal == "BUY" and settings.fusion.expectancy_gate and not r.exp_pnl_net > 0:
+            why.append(f"expectancy:net {r.exp_pnl_net:.5f} <= 0")
+            continue
+        adv = math.exp(r.log_dollar_volume) if math.isfinite(r.log_dollar_volume) else math.nan
+        bucket = classify_bucket(r.symbol, r.close_raw, adv, risk)
+        if bucket is None:
+            why.append("bucket:penny_below_min_adv")
+            continue
+        rows.append({"symbol": r.symbol, "bucket": bucket, "exit": held is not None
+                     and r.signal == "SELL" and held.qty > 0})
+    cand = pd.DataFrame(rows, columns=["symbol", "bucket", "exit"])
+    cand = cand.merge(sig, on="symbol", how="left")
+    cand = cand.sort_values(["exit", "epnl_time", "symbol"], ascending=[False, False, True],
+                            kind="stable", na_position="last").reset_index(drop=True)
+    return cand, reasons
+
+
+def _hold_reason(r) -> str:
+    if not math.isfinite(r.score):
+        return "hold:no_score"
+    if r.action == "BUY":
+        return f"gate:{r.regime} edge {r.gate_edge:.3f} < {r.gate:.2f}"
+    if r.action == "SELL":
+        return f"gate:{r.regime} edge {r.gate_edge:.3f} > {1 - r.gate:.2f}"
+    return f"hold:score {r.score:.3f}"
+
+
+def _size(cand: pd.DataFrame, inp: SessionInputs, settings: AppSettings, kelly: KellyCap
+          ) -> tuple[list[Order], list[list[str]], dict]:
+    guard, risk, nl = settings.guardrails, settings.risk, inp.book.net_liquidity
+    entries = cand.loc[~cand["exit"]].head(max(0, guard.max_positions - len(inp.book.positions)))
+    symbols = entries["symbol"].tolist()
+    info: dict = {"n_entries_considered": len(symbols)}
+    scale = 1.0
+    if guard.effective_k and len(symbols) > 1 and inp.returns is not None:
+        corr = correlation_matrix(inp.returns.tail(guard.corr_window), symbols)
+        k = effective_k(np.ones(len(symbols)), corr)
+        scale = math.sqrt(k / len(symbols))
+        info.update(effective_k=k, effective_k_scale=scale)
+    orders, tags = [], []
+    for r in cand.itertuples(index=False):
+        if r.exit:
+            held = inp.book.positions[r.symbol]
+            orders.append(Order(r.symbol, "SELL", abs(held.qty), r.close_raw, held.bucket,
+                                held.sector))
+            tags.append(["exit:sell_signal"])
+            continue
+        if r.symbol not in symbols:
+            orders.append(None)
+            tags.append(["rank:beyond_max_positions"])
+            continue
+        t: list[str] = []
+        cash = score_cash(r.score, risk.name_cap(r.bucket), nl)
+        if r.rl_missing:
+            cash *= guard.rl_missing_size_factor
+            t.append(f"size:rl_missing(x{guard.rl_missing_size_factor})")
+        if cash > guard.per_trade_target:
+            cash = guard.per_trade_target
+            t.append("size:per_trade_target")
+        if kelly.cap is not None and cash > kelly.cap * nl:
+            cash = kelly.cap * nl
+            t.append("size:kelly_cap")
+        if scale < 1.0:
+            cash *= scale
+            t.append(f"size:effective_k(x{scale:.3f})")
+        qty, why = to_quantity(cash, r.close_raw, guard)
+        t.append(why) if why else None
+        orders.append(Order(r.symbol, r.signal, qty, r.close_raw, r.bucket, str(r.sector))
+                      if qty else None)
+        tags.append(t)
+    return orders, tags, info
+
+
+@dataclass
+class Sized:
+    """Ranked candidates with their proposed orders (None = not ordered) and reason tags."""
+
+    signals: pd.DataFrame
+    candidates: pd.DataFrame
+    orders: list[Order | None]
+    tags: list[list[str]]
+    reasons: dict[str, list[str]]
+    info: dict
+
+
+def size_orders(sig: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> Sized:
+    """Candidates ranked by E[PnL]/time and sized (score, RL, target, Kelly, effective-K)."""
+    cand, reasons = _candidates(sig, inp, settings)
+    kelly = kelly_cap(inp.episodes, settings.guardrails, _first(sig, "market_regime"))
+    orders, tags, info = _size(cand, inp, settings, kelly)
+    info["kelly"] = kelly.reason
+    return Sized(sig, cand, orders, tags, reasons, info)
+
+
+def apply_clamps(sized: Sized, inp: SessionInputs, settings: AppSettings,
+                 health_stop: list[str] | None = None) -> Decision:
+    """Run every order through the hard clamps; ``health_stop`` (reasons) empties the plan."""
+    sig, reasons, info = sized.signals, sized.reasons, dict(sized.info)
+    book = Book(inp.book.net_liquidity, dict(inp.book.positions))
+    live = [o for o in sized.orders if o is not None]
+    results = [] if health_stop else clamp_batch(live, book, settings.risk, settings.guardrails,
+                                                 inp.policy.get("do_not_trade", []))
+    by_symbol = {res.order.symbol: res for res in results}
+    plan_rows = []
+    for r, order, t in zip(sized.candidates.itertuples(index=False), sized.orders, sized.tags,
+                           strict=True):
+        res = by_symbol.get(r.symbol)
+        t = t + (list(res.tags) if res else [])
+        if health_stop and order is not None:
+            t.append("health:stop_trading")
+        reasons[r.symbol].extend(t)
+        if order is not None and res is not None and not res.dropped:
+            plan_rows.append(_plan_row(r, res.order, reasons[r.symbol], inp, settings))
+    alerts = []
+    if sig["rl_missing"].any():
+        alerts.append("RL models unavailable—reduced position sizing")
+    plan = _plan_frame(plan_rows)
+    info.update(weights_used=_weights_info(inp.policy["blend_weights"]),
+                rl_missing=int(sig["rl_missing"].sum()))
+    return Decision(sig, plan, _audit(sig, reasons, plan), book, alerts, info)
+
+
+def decide(inp: SessionInputs, settings: AppSettings, health_stop: list[str] | None = None
+           ) -> Decision:
+    """Signals, sizing and clamps in one call (the replay's path; the flow runs them as tasks)."""
+    sized = size_orders(signal_frame(inp, settings), inp, settings)
+    return apply_clamps(sized, inp, settings, health_stop)
+
+
+def _plan_row(r, order: Order, tags: list[str], inp: SessionInputs, settings: AppSettings) -> dict:
+    atr_abs = r.atr_pct * r.close_raw
+    stop, tp = stop_levels(order.side, order.price, atr_abs, settings.risk)
+    return {"ticker": r.symbol, "regime": r.regime, "prob_win_cal": r.prob_win_cal,
+            "entry_price": order.price, "qty": int(order.qty),
+            "position_cash": order.qty * order.price, "exp_pnl": r.exp_pnl,
+            "exp_pnl_net": r.exp_pnl_net, "etth_days": r.etth_days, "epnl_time": r.epnl_time,
+            "action": order.side, "score": r.score, "stop": stop, "take_profit": tp,
+            "bucket": order.bucket, "sector": order.sector, "reason_tags": ";".join(tags),
+            "policy_version": inp.policy_version, "model_id": inp.model_id}
+
+
+def _plan_frame(rows: list[dict]) -> pd.DataFrame:
+    plan = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    plan["qty"] = plan["qty"].astype("int64")
+    for col in ("ticker", "regime", "action", "bucket", "sector", "reason_tags",
+                "policy_version", "model_id"):
+        plan[col] = plan[col].astype("string")
+    return plan.sort_values(["epnl_time", "ticker"], ascending=[False, True], kind="stable",
+                            na_position="last").reset_index(drop=True)
+
+
+def _audit(sig: pd.DataFrame, reasons: dict[str, list[str]], plan: pd.DataFrame) -> pd.DataFrame:
+    cols = ["symbol", "date", "sector", "regime", "p_cal_short", "p_cal_mid", "edge_short",
+            "edge_mid", "gate_edge", "gate", "score", "action", "signal", "exp_pnl_net",
+            "epnl_time"]
+    audit = sig[cols].copy()
+    taken = set(plan["ticker"])
+    audit["taken"] = audit["symbol"].isin(taken)
+    audit["reasons"] = [";".join(reasons.get(s, [])) for s in audit["symbol"]]
+    audit["reasons"] = audit["reasons"].astype("string")
+    return audit.sort_values("symbol", kind="stable").reset_index(drop=True)
+
+
+def _weights_info(policy_weights: dict[str, float]) -> dict:
+    full = Weights.effective(policy_weights, True)
+    pred = Weights.effective(policy_weights, False)
+    return {"with_rl": full.__dict__, "predictors_only": pred.__dict__}
+
+
+def _first(df: pd.DataFrame, col: str):
+    vals = df[col].dropna() if col in df else pd.Series([], dtype=object)
+    return str(vals.iloc[0]) if len(vals) else None

@@ -1,0 +1,167 @@
+"""Write one session's outputs: dated archives plus the runbook's "latest" copies.
+
+For session D:
+
+- ``data/daily/<D>/signals_with_gates.parquet`` (every scored symbol: probabilities, edges,
+  gates, score, action, expectancy) and ``shadow_signals.parquet`` when a shadow model exists;
+- ``val/plans/<D>/trade_plan.csv`` and ``trade_plan_audit.parquet`` (every candidate and why
+  it was or was not taken);
+- ``reports/health/daily_health_<D>.json`` and ``reports/daily/<D>.html``;
+- the latest copies ``data/daily/signals_with_gates.parquet``, ``val/trade_plan.csv`` and
+  ``val/trade_plan_audit.parquet``, refreshed only when D is not older than the last latest.
+
+Every file is written atomically and only when its bytes change; nothing depends on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment
+
+from tasks.io import atomic_write, atomic_write_json, atomic_write_parquet
+from tasks.paths import Paths
+
+
+def plan_csv_bytes(plan: pd.DataFrame) -> bytes:
+    """The trade plan as CSV (fixed float format, LF line ends)."""
+    return plan.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode()
+
+
+def _signals_for_disk(signals: pd.DataFrame) -> pd.DataFrame:
+    out = signals.copy()
+    out["penalty_tags"] = [";".join(t) for t in out["penalty_tags"]]
+    for col in ("penalty_tags", "action", "signal", "symbol", "regime", "sector"):
+        if col in out:
+            out[col] = out[col].astype("string")
+    return out
+
+
+def output_paths(paths: Paths, day: str) -> dict[str, Path]:
+    return {
+        "signals": paths.data / "daily" / day / "signals_with_gates.parquet",
+        "shadow": paths.data / "daily" / day / "shadow_signals.parquet",
+        "plan": paths.val / "plans" / day / "trade_plan.csv",
+        "audit": paths.val / "plans" / day / "trade_plan_audit.parquet",
+        "health": paths.reports / "health" / f"daily_health_{day}.json",
+        "report": paths.reports / "daily" / f"{day}.html",
+    }
+
+
+def latest_paths(paths: Paths) -> dict[str, Path]:
+    return {"signals": paths.data / "daily" / "signals_with_gates.parquet",
+            "plan": paths.val / "trade_plan.csv",
+            "audit": paths.val / "trade_plan_audit.parquet"}
+
+
+def write_session(paths: Paths, day: str, signals: pd.DataFrame, plan: pd.DataFrame,
+                  audit: pd.DataFrame, health: dict[str, Any], shadow: pd.DataFrame | None
+                  ) -> dict[str, Path]:
+    """Write the dated files, then the latest copies; returns every path written."""
+    where = output_paths(paths, day)
+    written = {
+        "signals": atomic_write_parquet(where["signals"], _signals_for_disk(signals)),
+        "plan": atomic_write(where["plan"], lambda t: t.write_bytes(plan_csv_bytes(plan))),
+        "audit": atomic_write_parquet(where["audit"], audit),
+        "health": atomic_write_json(where["health"], health),
+        "report": atomic_write(where["report"],
+                               lambda t: t.write_text(render_report(day, plan, health, signals))),
+    }
+    if shadow is not None:
+        written["shadow"] = atomic_write_parquet(where["shadow"], shadow)
+    marker = paths.data / "daily" / "latest.json"
+    last = json.loads(marker.read_text())["date"] if marker.is_file() else ""
+    if day >= last:
+        for key, target in latest_paths(paths).items():
+            data = written[key].read_bytes()
+            atomic_write(target, lambda t, d=data: t.write_bytes(d))
+            written[f"latest_{key}"] = target
+        atomic_write_json(marker, {"date": day})
+    return written
+
+
+
+
+
+REPORT = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Daily plan {{ day }}</title>
+<style>
+body { font-family: sans-serif; margin: 2em; } table { border-collapse: collapse; font-size: .85em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; } th { background: #eee; }
+.ERROR { color: #fff; background: #b00; } .WARNING { background: #fd6; } .OK { background: #9d9; }
+.status { padding: 2px 8px; font-weight: bold; } svg text { font-size: 11px; }
+</style></head><body>
+<h1>Pre-market plan for the session after {{ day }}</h1>
+<p><span class="status {{ status }}">{{ status }}</span>
+ net liquidity {{ "{:,.2f}".format(nl) }} &middot; model {{ model }} &middot; policy {{ policy }}</p>
+{% if errors %}<h2>Stop trading</h2><ul>{% for e in errors %}<li>{{ e }}</li>{% endfor %}</ul>
+<p>The plan holds no orders.</p>{% endif %}
+{% if warnings %}<h2>Warnings</h2><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
+<h2>Trade plan ({{ plan_rows|length }} orders)</h2>
+<table><tr>{% for c in plan_cols %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in plan_rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}
+</table>
+<h2>Coverage</h2>
+<p>{{ cov.signals_count }} gated signals ({{ cov.buy }} BUY, {{ cov.sell }} SELL) out of
+{{ cov.scored }} scored symbols: {{ cov_pct }} (band {{ cov.band_pct[0] }}-{{ cov.band_pct[1] }}%).</p>
+<h2>Regime mix</h2>{{ regime_chart }}
+<h2>Exposure by bucket (fraction of net liquidity)</h2>{{ bucket_chart }}
+<h2>Exposure by sector (fraction of net liquidity)</h2>{{ sector_chart }}
+<p>Top-5 {{ top5 }} &middot; largest name {{ largest }} &middot; gross {{ gross }}</p>
+</body></html>
+"""
+
+
+def bar_chart(values: dict[str, float], fmt: str = "{:.1%}") -> str:
+    """A small horizontal bar chart as inline SVG (deterministic text)."""
+    if not values:
+        return "<p>(none)</p>"
+    top = max(max(values.values()), 1e-12)
+    rows = []
+    for i, (name, v) in enumerate(values.items()):
+        width = 300 * (v / top if math.isfinite(v) else 0)
+        rows.append(f'<text x="0" y="{18 * i + 13}">{_esc(name)}</text>'
+                    f'<rect x="160" y="{18 * i + 3}" width="{width:.1f}" height="12" '
+                    f'fill="#4a7"/><text x="{165 + width:.1f}" y="{18 * i + 13}">'
+                    f'{fmt.format(v)}</text>')
+    return (f'<svg width="560" height="{18 * len(values) + 6}" role="img">' + "".join(rows)
+            + "</svg>")
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any],
+                  signals: pd.DataFrame) -> str:
+    from markupsafe import Markup
+
+    m, s = health["metrics"], health["summary"]
+    exp = m["exposure"]
+    cov = m["coverage"]
+    cols = ["ticker", "action", "qty", "entry_price", "stop", "take_profit", "position_cash",
+            "prob_win_cal", "exp_pnl_net", "etth_days", "epnl_time", "bucket", "sector"]
+    rows = [[_cell(v) for v in r] for r in plan[cols].itertuples(index=False)]
+    regime = {k: v / 100 for k, v in m["regime"]["regime_distribution"].items()}
+    def pct(v):
+        return (f"{v:.1%}" if isinstance(v, float) and math.isfinite(v) else "n/a")
+    return Environment(autoescape=True).from_string(REPORT).render(
+        day=day, status=s["status"], errors=s["errors"], warnings=s["warnings"],
+        nl=health["net_liquidity"], model=health.get("model", {}).get("active"),
+        policy=health.get("policy_version"), plan_cols=cols, plan_rows=rows, cov=cov,
+        cov_pct=f"{cov['coverage_pct']:.1f}%" if cov["coverage_pct"] is not None else "n/a",
+        regime_chart=Markup(bar_chart(regime)),
+        bucket_chart=Markup(bar_chart(exp.get("by_bucket", {}), "{:.2%}")),
+        sector_chart=Markup(bar_chart(exp.get("by_sector", {}), "{:.2%}")),
+        top5=pct(exp.get("top5")), largest=pct(exp.get("largest_name")),
+        gross=pct(exp.get("gross")))
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.2f}"
+    return str(v)

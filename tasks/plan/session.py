@@ -1,0 +1,166 @@
+"""Assemble one session's inputs from history frames, and evaluate a session end to end.
+
+The daily flow computes the history frames for one session; the replay computes them once for
+a span and evaluates every session from them. Both go through :func:`session_inputs`,
+:func:`preflight` and the same decision and health functions, so a replayed session and a
+daily run decide alike. Point in time: features of D use bars <= D; the labels used for the
+realised-quality check are masked to those whose horizon ended on or before D.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.data.calendar import sessions as calendar_sessions
+from tasks.features.build import build_features, feature_columns
+from tasks.features.labels import build_labels
+from tasks.features.panel import build_panel
+from tasks.health.checks import drift, health_report, preflight_errors, realised_quality
+from tasks.models.registry import Baseline
+from tasks.models.scoring import calibrate_scores, missing_calibrators, raw_scores, wide_scores
+from tasks.plan.build import Decision, SessionInputs, decide
+from tasks.risk.clamps import Book, exposures
+from tasks.settings import AppSettings
+
+
+@dataclass
+class History:
+    """Frames over a span of sessions, computed from bars up to ``end`` only."""
+
+    features: pd.DataFrame       # one row per (symbol, session) with features
+    labels: pd.DataFrame         # symbol, date, label_<h> (NaN where the horizon passes ``end``)
+    returns: pd.DataFrame        # wide daily log returns of adjusted closes
+    sessions: pd.DatetimeIndex   # the calendar sessions of the span
+    end: pd.Timestamp
+
+
+def build_history(bars: pd.DataFrame, constituents: pd.DataFrame | None,
+                  settings: AppSettings) -> History:
+    """Features, labels and returns of every loaded bar."""
+    end = bars["date"].max()
+    feats = build_features(bars, constituents, settings)
+    labels = build_labels(bars, settings)
+    keep = ["symbol", "date", *[f"label_{h}" for h in settings.labels.horizons]]
+    panel = build_panel(bars, None, settings.data.calendar)
+    returns = np.log(panel.close / panel.close.shift(1))
+    sess = calendar_sessions(settings.data.calendar, bars["date"].min(), end)
+    return History(feats, labels[keep], returns, sess, end)
+
+
+def scoring_start(hist: History, first_session: pd.Timestamp, settings: AppSettings
+                  ) -> pd.Timestamp:
+    """Earliest date scored: far enough back for the realised-quality window of every horizon."""
+    back = settings.health.quality_window_sessions + max(settings.labels.horizons.values())
+    pos = max(0, hist.sessions.searchsorted(first_session) - back)
+    return hist.sessions[pos]
+
+
+def score_history(baseline: Baseline, hist: History, start: pd.Timestamp, end: pd.Timestamp,
+                  settings: AppSettings) -> pd.DataFrame:
+    """Wide calibrated scores (lax: NaN where a regime has no calibrator) for [start, end]."""
+    rows = hist.features.loc[(hist.features["date"] >= start) & (hist.features["date"] <= end)]
+    raw = raw_scores(baseline, rows.reset_index(drop=True), settings)
+    return wide_scores(calibrate_scores(baseline, raw, strict=False))
+
+
+def masked_recent(scores: pd.DataFrame, hist: History, as_of: pd.Timestamp,
+                  settings: AppSettings) -> pd.DataFrame:
+    """Scores before ``as_of`` joined with the labels whose horizon ended by ``as_of``."""
+    pos = hist.sessions.searchsorted(as_of)
+    recent = scores.loc[scores["date"] < as_of, ["symbol", "date", "regime",
+                                                  *[c for c in scores if c.startswith("p_cal_")]]]
+    recent = recent.merge(hist.labels, on=["symbol", "date"], how="left")
+    window = settings.health.quality_window_sessions
+    for name, h in settings.labels.horizons.items():
+        last_known = hist.sessions[pos - h] if pos - h >= 0 else pd.Timestamp.min
+        first = hist.sessions[max(0, pos - h - window + 1)] if pos - h >= 0 else pd.Timestamp.min
+        ok = (recent["date"] <= last_known) & (recent["date"] >= first)
+        recent[f"label_{name}"] = recent[f"label_{name}"].where(ok)
+    return recent
+
+
+@dataclass
+class SessionResult:
+    decision: Decision
+    health: dict[str, Any]
+    shadow: pd.DataFrame | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def day_rows(frame: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    return frame.loc[frame["date"] == as_of].reset_index(drop=True)
+
+
+def session_inputs(*, as_of: pd.Timestamp, today: pd.DataFrame, scores_today: pd.DataFrame,
+                   baseline: Baseline, policy: dict, policy_version: str, book: Book,
+                   context: pd.DataFrame | None, returns: pd.DataFrame,
+                   episodes: pd.DataFrame | None) -> SessionInputs:
+    """The decision's inputs for ``as_of`` (returns and episodes cut to what was known)."""
+    if episodes is not None and "exit_date" in episodes:
+        episodes = episodes.loc[pd.to_datetime(episodes["exit_date"]) < as_of]
+    scores = scores_today.drop(columns=["date", *[c for c in scores_today
+                                                  if c.startswith("label_")]])
+    return SessionInputs(as_of=as_of, features=today, scores=scores,
+                         payoff=baseline.manifest["payoff"],
+                         thresholds=baseline.manifest["thresholds"], model_id=baseline.baseline_id,
+                         policy=policy, policy_version=policy_version, book=book, context=context,
+                         returns=returns.loc[returns.index <= as_of], episodes=episodes)
+
+
+def preflight(today: pd.DataFrame, scores_today: pd.DataFrame, baseline: Baseline,
+              settings: AppSettings) -> list[str]:
+    """Stop-trading conditions: too few scored symbols, missing calibrators, NaN features."""
+    nan_share = {c: float(today[c].isna().mean()) for c in feature_columns(settings)}
+    scored = scores_today.dropna(subset=[c for c in scores_today if c.startswith("p_cal_")],
+                                 how="all")
+    return preflight_errors(len(scored), missing_calibrators(baseline, scores_today["regime"]),
+                            nan_share, settings.health)
+
+
+def recent_features(hist: History, as_of: pd.Timestamp, settings: AppSettings) -> pd.DataFrame:
+    """Feature rows of the last ``health.psi_sessions`` sessions up to ``as_of``."""
+    pos = hist.sessions.searchsorted(as_of)
+    first = hist.sessions[max(0, pos - settings.health.psi_sessions + 1)]
+    f = hist.features
+    return f.loc[(f["date"] >= first) & (f["date"] <= as_of)]
+
+
+def assess(*, as_of: pd.Timestamp, decision: Decision, errors: list[str], today: pd.DataFrame,
+           recent: pd.DataFrame, drift_rows: pd.DataFrame, baseline: Baseline,
+           settings: AppSettings, extra: dict[str, Any]) -> dict[str, Any]:
+    """The health JSON of a decided session."""
+    quality = realised_quality(recent, list(settings.labels.horizons))
+    psi_values = drift(drift_rows, baseline.manifest.get("feature_reference", {}),
+                       settings.health)
+    market = {c: _first(today, c) for c in ("market_regime", "mkt_vol_z", "mkt_avg_corr",
+                                             "mkt_breadth_50", "mkt_ret_20")}
+    return health_report(
+        as_of=as_of.date().isoformat(), errors=errors, signals=decision.signals,
+        plan=decision.plan, exposure=exposures(decision.book),
+        net_liquidity=decision.book.net_liquidity, quality=quality, psi_values=psi_values,
+        manifest=baseline.manifest, cfg=settings.health, alerts=decision.alerts,
+        extra={"plan_horizon": settings.fusion.plan_horizon, "market": market,
+               "sizing": decision.info, **extra})
+
+
+def evaluate(inp: SessionInputs, recent: pd.DataFrame, drift_rows: pd.DataFrame,
+             baseline: Baseline, settings: AppSettings, extra: dict[str, Any]) -> SessionResult:
+    """Preflight, decide and assess one session (the replay's path)."""
+    errors = preflight(inp.features, inp.scores, baseline, settings)
+    decision = decide(inp, settings, health_stop=errors or None)
+    health = assess(as_of=inp.as_of, decision=decision, errors=errors, today=inp.features,
+                    recent=recent, drift_rows=drift_rows, baseline=baseline, settings=settings,
+                    extra=extra)
+    return SessionResult(decision, health)
+
+
+
+def _first(df: pd.DataFrame, col: str):
+    if col not in df or not df[col].notna().any():
+        return None
+    value = df[col].dropna().iloc[0]
+    return value.item() if hasattr(value, "item") else str(value)

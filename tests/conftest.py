@@ -1,0 +1,46 @@
+"""Shared fixtures: a small demo market with a trained baseline, for flow and plan tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tasks.data.ingest import import_bars
+from tasks.data.sources import DemoSource
+from tasks.paths import Paths
+from tasks.settings import load_settings
+
+# small, fast models; set in the environment so that flows (which load settings themselves)
+# see exactly the settings the baseline was trained with
+SMALL_ENV = {
+    "HCP_MODELS__FIRST_TEST_YEAR": "2019", "HCP_MODELS__MIN_TRAIN_YEARS": "2",
+    "HCP_MODELS__ROW_STRIDE": "1", "HCP_MODELS__RF__N_ESTIMATORS": "30",
+    "HCP_MODELS__XGB__N_ESTIMATORS": "40", "HCP_MODELS__CAT__ITERATIONS": "40",
+}
+TRAIN_END = "2021-06-30"
+NOW = "2026-01-01T00:00:00+00:00"
+
+
+def use_home(mp: pytest.MonkeyPatch, paths: Paths) -> None:
+    """Point HCP_HOME at ``paths`` with the small-model settings in force."""
+    mp.setenv("HCP_HOME", str(paths.home))
+    for key, value in SMALL_ENV.items():
+        mp.setenv(key, value)
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory) -> Paths:
+    """Demo market 2017-2021 (20 symbols) with a baseline trained up to TRAIN_END, active."""
+    from tasks.models.pipeline import run_training
+
+    paths = Paths(tmp_path_factory.mktemp("trained"))
+    with pytest.MonkeyPatch.context() as mp:
+        use_home(mp, paths)
+        settings = load_settings()
+        src = DemoSource(paths.demo, seed=11, n_symbols=20, n_sectors=5, start="2017-01-03",
+                         end="2021-12-31")
+        import_bars(src, settings, paths)
+        res = run_training(paths, settings, NOW, train_end=TRAIN_END, baseline_id="b-demo")
+        assert res.promoted and os.path.isdir(res.model_dir)
+    return paths
