@@ -19,6 +19,7 @@ from tasks.plan import runs
 from tests.conftest import use_home
 from tests.plan_checks import assert_plan_sane
 
+
 def test_prefect_server_imports_with_pinned_fastapi():
     """Prefect's API server must import (a FastAPI release breaks it; see pyproject pins)."""
     import prefect.server.api.server as server

@@ -60,7 +60,7 @@ def replayed(tmp_path_factory):
 def test_every_replayed_plan_keeps_the_clamps(replayed):
     paths, first, _, plans = replayed
     assert first.sessions >= 20
-    for day, raw in plans.items():
+    for day in plans:
         health = json.loads((paths.reports / "health" / f"daily_health_{day}.json").read_text())
         plan = pd.read_csv(paths.val / "plans" / day / "trade_plan.csv")
         assert_plan_sane(plan, health["net_liquidity"])
