@@ -151,8 +151,8 @@ def report(train_s: float, import_s: float, fl: dict, rp: dict) -> None:
           f"(1 run, cached={fl['cached_hit']})")
     print(f"ratio daily(force) / empty flow: {ratio:.2f}x  (target <= {TARGET_RATIO}: "
           f"{'PASS' if ratio <= TARGET_RATIO else 'FAIL'})")
-    print(f"  daily(force) - empty = {med_d - med_e:.2f} s of pipeline work per session "
-          "on top of the bare flow-run cost")
+    print(f"  difference of the medians: {med_d - med_e:.2f} s (Prefect flow runs end on a ~1 s "
+          "heartbeat step, see bench/README.md: compare the individual runs)")
 
     n = rp["n"]
     rates = [

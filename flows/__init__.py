@@ -16,6 +16,10 @@ from tasks.paths import Paths
 def configure_prefect_env() -> None:
     """Set offline Prefect defaults (only where the user has not set them)."""
     os.environ.setdefault("PREFECT_HOME", str(Paths.from_env().prefect_home))
+    try:  # Prefect warns (and keeps going) when it cannot create its home itself
+        os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+    except OSError:
+        pass
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

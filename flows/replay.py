@@ -45,7 +45,7 @@ class ReplayResult:
     skipped: int
     summary_path: Path
     table_path: Path
-    seconds_per_session: float
+    seconds_per_session: float  # wall time from loading bars to the last session / sessions
 
 
 def replay_sessions(start: str, end: str, store: Path, calendar: str) -> pd.DatetimeIndex:
