@@ -8,6 +8,7 @@ or any of these variables keeps their own value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from tasks.paths import Paths
@@ -16,10 +17,8 @@ from tasks.paths import Paths
 def configure_prefect_env() -> None:
     """Set offline Prefect defaults (only where the user has not set them)."""
     os.environ.setdefault("PREFECT_HOME", str(Paths.from_env().prefect_home))
-    try:  # Prefect warns (and keeps going) when it cannot create its home itself
+    with contextlib.suppress(OSError):  # else Prefect warns that it cannot create it
         os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
-    except OSError:
-        pass
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

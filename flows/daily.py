@@ -98,6 +98,52 @@ def key_parts(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Ba
             "code": runs.code_fingerprint()}
 
 
+@dataclass
+class SessionState:
+    """What a session's decision depends on besides the bars, and its run key."""
+
+    policy: dict
+    version: str
+    ctx_src: Any
+    book: Any
+    book_info: dict
+    episodes: pd.DataFrame | None
+    parts: dict
+    key: str
+
+
+def session_state(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Baseline,
+                  shadow: Baseline | None) -> SessionState:
+    """Policy, context source, book and episodes in force, and the run key they give."""
+    policy, version = current_policy(paths, settings)
+    ctx_src = context_source(settings.daily.context_path, paths.home)
+    book, book_info = load_book(paths, settings)
+    episodes, ep_info = load_episodes(paths)
+    parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
+                      book_info, ep_info)
+    return SessionState(policy, version, ctx_src, book, book_info, episodes, parts,
+                        runs.run_key(parts))
+
+
+def make_inputs(st: SessionState, day: pd.Timestamp, hist: session.History,
+                scores: pd.DataFrame, active: Baseline, shadow: Baseline | None
+                ) -> tuple[build.SessionInputs, dict]:
+    """The decision's inputs for ``day`` and the health report's extra fields."""
+    context = st.ctx_src.load(day)
+    inp = session.session_inputs(
+        as_of=day, today=session.day_rows(hist.features, day),
+        scores_today=session.day_rows(scores, day), baseline=active, policy=st.policy,
+        policy_version=st.version, book=st.book, context=context, returns=hist.returns,
+        episodes=st.episodes)
+    extra = {"model": {"active": active.baseline_id,
+                       "shadow": shadow.baseline_id if shadow else None},
+             "policy_version": st.version, "run_key": st.key,
+             "context": {"source": st.ctx_src.describe().get("source"),
+                         "inputs": context_status(context, inp.scores["symbol"].tolist())},
+             "book": st.book_info}
+    return inp, extra
+
+
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def load_bars_task(store: Path, start: pd.Timestamp, as_of: pd.Timestamp
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -213,13 +259,8 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
     d = day.date().isoformat()
     with runs.session_lock(paths, d):
         active, shadow = load_models(paths)
-        policy, version = current_policy(paths, settings)
-        ctx_src = context_source(settings.daily.context_path, paths.home)
-        book, book_info = load_book(paths, settings)
-        episodes, ep_info = load_episodes(paths)
-        parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
-                          book_info, ep_info)
-        key = runs.run_key(parts)
+        st = session_state(day, paths, settings, active, shadow)
+        key, parts = st.key, st.parts
         cached = None if force else runs.cached_record(paths, d, key)
         if cached:
             logger.info("session %s already done with the same inputs (run key %s)", d, key)
@@ -229,12 +270,8 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
         hist = features_task(bars, constituents, settings)
         start = session.scoring_start(hist, day, settings)
         scores = calibrate_task(active, score_task(active, hist, start, day, settings))
-        today = session.day_rows(hist.features, day)
-        context = ctx_src.load(day)
-        inp = session.session_inputs(
-            as_of=day, today=today, scores_today=session.day_rows(scores, day), baseline=active,
-            policy=policy, policy_version=version, book=book, context=context,
-            returns=hist.returns, episodes=episodes)
+        inp, extra = make_inputs(st, day, hist, scores, active, shadow)
+        today = inp.features
         errors = session.preflight(today, inp.scores, active, settings)
         signals = fusion_task(gates_task(inp, settings), inp, settings)
         decision = clamps_task(sizing_task(signals, inp, settings), inp, settings, errors)
@@ -243,12 +280,6 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
             sh = calibrate_task(shadow, score_task(shadow, hist, day, day, settings))
             shadow_frame = shadow_signals(session.day_rows(sh, day).drop(columns="date"), inp,
                                           shadow.baseline_id, settings)
-        extra = {"model": {"active": active.baseline_id,
-                           "shadow": shadow.baseline_id if shadow else None},
-                 "policy_version": version, "run_key": key,
-                 "context": {"source": ctx_src.describe().get("source"),
-                             "inputs": context_status(context, inp.scores["symbol"].tolist())},
-                 "book": book_info}
         recent = session.masked_recent(scores, hist, day, settings)
         health = session.assess(as_of=day, decision=decision, errors=errors, today=today,
                                 recent=recent,

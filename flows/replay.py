@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.daily import history_start, key_parts, load_models
+from flows.daily import history_start, load_models, make_inputs, session_state
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.schemas import StoreBarFrame
 from tasks.data.store import load_bars, load_constituents, read_manifest
@@ -28,10 +28,7 @@ from tasks.io import atomic_write, atomic_write_json, atomic_write_parquet
 from tasks.models.registry import RegistryError
 from tasks.paths import Paths
 from tasks.plan import outputs, runs, session
-from tasks.plan.context import context_source, context_status
-from tasks.policy import current_policy
 from tasks.settings import AppSettings, load_settings
-from tasks.state import load_book, load_episodes
 
 Progress = Callable[[int, int, str], None]
 progress_hook: Progress | None = None  # set by the command line to draw a progress bar
@@ -110,28 +107,13 @@ def _replay_one(day, paths, settings: AppSettings, hist, scores, shadow_scores, 
     if not (hist.features["date"] == day).any():
         return {"date": d, "status": "NO_DATA", "orders": 0, "cached": False}
     with runs.session_lock(paths, d):
-        policy, version = current_policy(paths, settings)
-        ctx_src = context_source(settings.daily.context_path, paths.home)
-        book, book_info = load_book(paths, settings)
-        episodes, ep_info = load_episodes(paths)
-        parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
-                          book_info, ep_info)
-        key = runs.run_key(parts)
+        st = session_state(day, paths, settings, active, shadow)
+        key, parts = st.key, st.parts
         cached = None if force else runs.cached_record(paths, d, key)
         if cached:
             return _row(d, cached, cached=True)
-        today = session.day_rows(hist.features, day)
-        context = ctx_src.load(day)
-        inp = session.session_inputs(
-            as_of=day, today=today, scores_today=session.day_rows(scores, day), baseline=active,
-            policy=policy, policy_version=version, book=book, context=context,
-            returns=hist.returns, episodes=episodes)
-        extra = {"model": {"active": active.baseline_id,
-                           "shadow": shadow.baseline_id if shadow else None},
-                 "policy_version": version, "run_key": key,
-                 "context": {"source": ctx_src.describe().get("source"),
-                             "inputs": context_status(context, inp.scores["symbol"].tolist())},
-                 "book": book_info}
+        inp, extra = make_inputs(st, day, hist, scores, active, shadow)
+        today = inp.features
         res = session.evaluate(inp, session.masked_recent(scores, hist, day, settings),
                                session.recent_features(hist, day, settings), active, settings,
                                extra)
