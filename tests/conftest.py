@@ -9,7 +9,7 @@ import pytest
 from tasks.data.ingest import import_bars
 from tasks.data.sources import DemoSource
 from tasks.paths import Paths
-from tasks.settings import load_settings
+from tasks.settings import PROJECT_ROOT, load_settings
 
 # small, fast models; set in the environment so that flows (which load settings themselves)
 # see exactly the settings the baseline was trained with
@@ -19,6 +19,14 @@ SMALL_ENV = {
     "HCP_MODELS__XGB__N_ESTIMATORS": "40", "HCP_MODELS__CAT__ITERATIONS": "40",
 }
 TRAIN_END = "2021-06-30"
+SP500 = PROJECT_ROOT.parent / "shared" / "data" / "sp500"
+# real-data tests: slow, and skipped with a message where the shared folder is absent
+REALDATA_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.realdata,
+    pytest.mark.skipif(not (SP500 / "ohlcv_daily.parquet").is_file(),
+                       reason=f"shared real data set not found at {SP500}; real-data tests skipped"),
+]
 NOW = "2026-01-01T00:00:00+00:00"
 
 

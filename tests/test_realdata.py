@@ -17,15 +17,11 @@ from tasks.data.store import load_bars, load_constituents, query
 from tasks.features.labels import build_labels
 from tasks.features.snapshot import snapshot
 from tasks.paths import Paths
-from tasks.settings import PROJECT_ROOT, load_settings
+from tasks.settings import load_settings
+from tests.conftest import REALDATA_MARKS, SP500
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "sp500"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.realdata,
-    pytest.mark.skipif(not (DATA / "ohlcv_daily.parquet").is_file(),
-                       reason=f"shared real data set not found at {DATA}; real-data tests skipped"),
-]
+DATA = SP500
+pytestmark = REALDATA_MARKS
 SETTINGS = load_settings()
 
 

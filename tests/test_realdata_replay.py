@@ -17,16 +17,12 @@ import pytest
 from tasks.data.ingest import import_bars
 from tasks.data.sources import ParquetSource
 from tasks.paths import Paths
-from tasks.settings import PROJECT_ROOT, load_settings
+from tasks.settings import load_settings
+from tests.conftest import REALDATA_MARKS, SP500
 from tests.plan_checks import assert_plan_sane
 
-DATA = PROJECT_ROOT.parent / "shared" / "data" / "sp500"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.realdata,
-    pytest.mark.skipif(not (DATA / "ohlcv_daily.parquet").is_file(),
-                       reason=f"shared real data set not found at {DATA}; real-data tests skipped"),
-]
+DATA = SP500
+pytestmark = REALDATA_MARKS
 FAST = {"HCP_MODELS__FIRST_TEST_YEAR": "2014", "HCP_MODELS__MAX_TRAIN_ROWS": "30000",
         "HCP_MODELS__RF__N_ESTIMATORS": "40", "HCP_MODELS__XGB__N_ESTIMATORS": "100",
         "HCP_MODELS__CAT__ITERATIONS": "80"}

@@ -110,7 +110,7 @@ def health_report(*, as_of: str, errors: list[str], signals: pd.DataFrame, plan:
         if share > cfg.regime_share_max:
             warnings.append(f"regime skew: {reg} {share:.0%} of symbols > "
                             f"{cfg.regime_share_max:.0%}")
-    warnings.extend(a for a in alerts)
+    warnings.extend(alerts)
     status = "ERROR" if errors else ("WARNING" if warnings else "OK")
     mq = quality.get(extra.get("plan_horizon"), {})
     return {

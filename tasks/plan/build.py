@@ -198,7 +198,8 @@ def _size(cand: pd.DataFrame, inp: SessionInputs, settings: AppSettings, kelly: 
             cash *= scale
             t.append(f"size:effective_k(x{scale:.3f})")
         qty, why = to_quantity(cash, r.close_raw, guard)
-        t.append(why) if why else None
+        if why:
+            t.append(why)
         orders.append(Order(r.symbol, r.signal, qty, r.close_raw, r.bucket, str(r.sector))
                       if qty else None)
         tags.append(t)

@@ -82,7 +82,8 @@ def penalties(frame: pd.DataFrame, cfg: FusionSettings) -> pd.DataFrame:
     moving with the market is a correlation breakdown; the market-wide average correlation
     is a regime signal for escalations, not a per-name penalty).
 
-    A missing input (NaN) applies no penalty and is tagged ``<input>:unknown``; nothing is
+    A missing input (NaN) applies no penalty and is tagged ``<penalty>:unknown`` (e.g.
+    ``news_negative:unknown``); nothing is
     invented for it.
     """
     rules = [

@@ -69,7 +69,7 @@ def write_session(paths: Paths, day: str, signals: pd.DataFrame, plan: pd.DataFr
         "audit": atomic_write_parquet(where["audit"], audit),
         "health": atomic_write_json(where["health"], health),
         "report": atomic_write(where["report"],
-                               lambda t: t.write_text(render_report(day, plan, health, signals))),
+                               lambda t: t.write_text(render_report(day, plan, health))),
     }
     if shadow is not None:
         written["shadow"] = atomic_write_parquet(where["shadow"], shadow)
@@ -136,8 +136,7 @@ def _esc(text: str) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any],
-                  signals: pd.DataFrame) -> str:
+def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any]) -> str:
     from markupsafe import Markup
 
     m, s = health["metrics"], health["summary"]
