@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tasks.operator.settings import OperatorSettings
 from tasks.trading_settings import (
     DailySettings,
     FusionSettings,
@@ -208,6 +209,8 @@ class AppSettings(BaseSettings):
     risk: RiskSettings = Field(default_factory=RiskSettings, description="Hard clamps (ceilings).")
     health: HealthSettings = Field(default_factory=HealthSettings, description="Daily health checks.")
     daily: DailySettings = Field(default_factory=DailySettings, description="The daily run.")
+    operator: OperatorSettings = Field(default_factory=OperatorSettings,
+                                       description="Status service and notifications.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:
