@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -63,6 +64,29 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@contextmanager
+def step_bar(what: str) -> Iterator[Callable[[str, int, int | None], None]]:
+    """A progress bar with ETA for work reported as (message, done, total) steps."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=console) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(msg: str, done: int, total: int | None) -> None:
+            bar.update(task, description=f"{what}: {msg}", completed=done, total=total)
+
+        yield update
+
+
 def _make_source(source: Source, path: Path | None, constituents: Path | None,
                  symbols: str | None, start: str | None, end: str | None):
     from tasks.data.sources import CsvSource, DemoSource, ParquetSource, YFinanceSource
@@ -97,8 +121,8 @@ def data_import(
 
     settings, paths = load_settings(), Paths.from_env()
     src = _make_source(source, path, constituents, symbols, start, end)
-    with console.status(f"importing from {source.value}: read, validate, adjust, store ..."):
-        res = import_bars(src, settings, paths, pd.Timestamp(as_of) if as_of else None)
+    with step_bar(f"import from {source.value}") as progress:
+        res = import_bars(src, settings, paths, pd.Timestamp(as_of) if as_of else None, progress)
     table = Table(title=f"import from {source.value}")
     for col in ("rule", "action", "count"):
         table.add_column(col)
@@ -272,16 +296,11 @@ def train_cmd(
     baseline: Annotated[str | None, typer.Option(help="Baseline id (default derived).")] = None,
 ) -> None:
     """Walk-forward train the ensemble, calibrate per regime, write reports; promote if first."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
     from tasks.models.pipeline import run_training
 
     settings, paths = load_settings(), Paths.from_env()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("training", total=None)
-        res = run_training(paths, settings, _now(), start, train_end, baseline,
-                           progress=lambda msg: bar.update(task, description=msg))
+    with step_bar("training") as progress:
+        res = run_training(paths, settings, _now(), start, train_end, baseline, progress=progress)
     cols = ["horizon", "n", "auc", "brier_skill", "ece", "ic_mean", "icir", "lift_at_10"]
     out.print(res.overall[[c for c in cols if c in res.overall]].to_string(index=False))
     if res.leakage_suspect:

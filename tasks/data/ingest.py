@@ -14,6 +14,7 @@ from tasks.data.store import UNKNOWN_SECTOR, complete_constituents, content_hash
 from tasks.data.validate import validate_bars
 from tasks.io import atomic_write_json, frame_hash
 from tasks.paths import Paths
+from tasks.progress import StepCallback, Steps
 from tasks.settings import AppSettings
 
 
@@ -76,9 +77,12 @@ class Prepared:
 
 
 def prepare_bars(source: BarSource, settings: AppSettings, paths: Paths,
-                 as_of: pd.Timestamp | None = None) -> Prepared:
+                 as_of: pd.Timestamp | None = None, say: Steps | None = None) -> Prepared:
     """Read, validate and adjust; write the quality report; raise NothingUsable if nothing is."""
+    say = say or Steps()
+    say(f"reading {source.name}")
     loaded = source.load()
+    say(f"validating {len(loaded.bars):,} rows")
     checked = validate_bars(loaded.bars, settings.data, as_of)
     findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns,
                                        dtype=object), checked.findings],
@@ -89,7 +93,9 @@ def prepare_bars(source: BarSource, settings: AppSettings, paths: Paths,
         report = write_quality_report(paths.quality, source.name, key, loaded.inputs,
                                       rows_in, checked.bars, findings)
         raise NothingUsable(f"no usable bars in {loaded.inputs}; see {report}", report)
+    say("adjusting for splits and dividends")
     bars = adjust_bars(checked.bars)
+    say("constituents and quality report")
     cons = complete_constituents(bars, loaded.constituents)
     sector = pd.DataFrame(_sector_findings(cons, loaded.constituents is not None),
                           columns=findings.columns, dtype=object)
@@ -100,13 +106,20 @@ def prepare_bars(source: BarSource, settings: AppSettings, paths: Paths,
 
 
 def import_bars(source: BarSource, settings: AppSettings, paths: Paths,
-                as_of: pd.Timestamp | None = None) -> ImportResult:
-    """Validate and store what ``source`` delivers; raise :class:`NothingUsable` if nothing is."""
-    prep = prepare_bars(source, settings, paths, as_of)
+                as_of: pd.Timestamp | None = None,
+                progress: StepCallback | None = None) -> ImportResult:
+    """Validate and store what ``source`` delivers; raise :class:`NothingUsable` if nothing is.
+
+    ``progress`` gets ``(message, done, total)`` for each of the five steps.
+    """
+    say = Steps(progress, total=5)
+    prep = prepare_bars(source, settings, paths, as_of, say)
+    say("writing the store")
     report = prep.report
     meta = {"source": source.name, "inputs": prep.inputs,
             "quality_report": str(report.relative_to(paths.home))
             if report.is_relative_to(paths.home) else str(report)}
     outcome = write_store(paths.store, prep.bars, prep.constituents, meta)
+    say.finish("stored")
     return ImportResult(paths.store, report, outcome.changed, outcome.content_hash, prep.rows_in,
                         int(len(prep.bars)), int(prep.bars["symbol"].nunique()), prep.findings)

@@ -18,9 +18,11 @@ from tasks.io import atomic_write, atomic_write_parquet
 from tasks.models.metrics import metrics_table
 from tasks.models.registry import promote, read_registry, save_baseline
 from tasks.models.reports import card_metrics, write_model_card, write_validation_report
-from tasks.models.train import HorizonModel, Progress, fit_final, training_frame, walk_forward
+from tasks.models.train import HorizonModel, fit_final, training_frame, walk_forward
+from tasks.models.walkforward import make_folds
 from tasks.paths import Paths
 from tasks.plan.expectancy import feature_reference, payoff_stats
+from tasks.progress import StepCallback, Steps
 from tasks.settings import AppSettings
 
 
@@ -83,21 +85,28 @@ def _manifest(bid: str, settings: AppSettings, span: tuple, store_meta: dict, no
 
 def run_training(paths: Paths, settings: AppSettings, now: str, start: str | None = None,
                  train_end: str | None = None, baseline_id: str | None = None,
-                 progress: Progress | None = None) -> TrainResult:
-    """Train on the store's bars in [start, train_end]; nothing after train_end is read."""
+                 progress: StepCallback | None = None) -> TrainResult:
+    """Train on the store's bars in [start, train_end]; nothing after train_end is read.
+
+    ``progress`` gets ``(message, done, total)`` per step (folds of every horizon, final
+    models, reports); the total is known once the features are built.
+    """
     first, last = _span(start, train_end, paths.store)
     bars = load_bars(paths.store, start=first, end=last)
     if bars.empty:
         raise ValueError(f"no stored bars between {first.date()} and {last.date()}")
     store_meta = read_manifest(paths.store) or {}
-    say = progress or (lambda _msg: None)
+    say = Steps(progress)
     say("features and labels")
     frame = training_frame(bars, load_constituents(paths.store), settings)
     sess = calendar_sessions(settings.data.calendar, bars["date"].min(), bars["date"].max())
+    say.total = 3 + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
+                                       frame["date"].max())) + 1
+                        for h in settings.labels.horizons.values())
     cuts = fit_vol_regime_cuts(frame, settings.regimes, end=last)
     oos_parts, models, folds = [], {}, {}
     for name in settings.labels.horizons:
-        oos, fold_list = walk_forward(frame, sess, settings, name, progress)
+        oos, fold_list = walk_forward(frame, sess, settings, name, say)
         if oos.empty:
             raise ValueError(f"no walk-forward fold fits in {first.date()}..{last.date()}: "
                              f"need {settings.models.min_train_years} years before a test year")
@@ -111,8 +120,10 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
     extras = {"payoff": payoff_stats(frame, cuts, settings.labels.horizons, last, lookback),
               "feature_reference": feature_reference(frame, feature_columns(settings), last,
                                                      lookback)}
-    return _write_all(paths, settings, bid, (first, last), store_meta, now, cuts, models, oos,
-                      folds, say, extras)
+    result = _write_all(paths, settings, bid, (first, last), store_meta, now, cuts, models, oos,
+                        folds, say, extras)
+    say.finish(f"baseline {bid} written")
+    return result
 
 
 def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, folds, say,
