@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_operator import alerts_app
+from flows.cli_operator import alerts_app, serve_cmd
 from tasks.data.sources import SourceError
 from tasks.data.store import StoreError
 from tasks.paths import Paths
@@ -31,6 +31,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(alerts_app, name="alerts")
+app.command("serve")(serve_cmd)
 run_app = typer.Typer(help="Run a flow for one session.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 console = Console(stderr=True)

@@ -45,3 +45,23 @@ def alerts_cmd(
             console.print(f"no channel configured: set {cfg.webhook_url_env} and/or "
                           f"{cfg.telegram_token_env} + {cfg.telegram_chat_env}")
         out.print(f"sent {res.sent}; failed (will retry) {len(res.failed)}; given up {len(res.given_up)}")
+
+
+def serve_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address (default operator.serve.host: loopback).")
+                    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default operator.serve.port: 8051).")] = None,
+) -> None:
+    """Serve the status API (/api/*, OpenAPI at /docs) and the dashboard (/) over $HCP_HOME."""
+    import uvicorn
+
+    from tasks.operator.api import create_app
+
+    settings = load_settings()
+    cfg = settings.operator.serve
+    host, port = host or cfg.host, port or cfg.port
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/yellow] binding to {host}: the API is reachable beyond "
+                      "this machine; the POST endpoints still need the operator token")
+    out.print(f"operator API on http://{host}:{port}/ (OpenAPI: /docs, /openapi.json)")
+    uvicorn.run(create_app(Paths.from_env(), settings), host=host, port=port, log_level="warning")
