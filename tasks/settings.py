@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tasks.execution.settings import ExecutionSettings
 from tasks.trading_settings import (
     DailySettings,
     FusionSettings,
@@ -208,6 +209,7 @@ class AppSettings(BaseSettings):
     risk: RiskSettings = Field(default_factory=RiskSettings, description="Hard clamps (ceilings).")
     health: HealthSettings = Field(default_factory=HealthSettings, description="Daily health checks.")
     daily: DailySettings = Field(default_factory=DailySettings, description="The daily run.")
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings, description="Intraday execution.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:
