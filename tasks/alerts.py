@@ -39,6 +39,7 @@ TEXTS: dict[str, str] = {
     "reasoner_offline": "Local reasoner offline—using RL-only mode",
     "rl_missing": "RL models unavailable—reduced position sizing",
     "health_error": "Daily health ERROR: {errors}",
+    "tradelog_repaired": "Trade log: torn last record moved aside to {side_file} (noted in the chain)",
 }
 
 
