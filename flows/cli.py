@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli_exec import register as register_execution
 from tasks.data.sources import SourceError
 from tasks.data.store import StoreError
 from tasks.paths import Paths
@@ -370,6 +371,9 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="YAML file.")]
     """Validate a settings file (default: the one in force); exit 2 with the reason if invalid."""
     load_settings(path)
     out.print(f"ok: {path or config_path()}")
+
+
+register_execution(app, run_app)
 
 
 def main() -> None:
