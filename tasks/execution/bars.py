@@ -140,6 +140,20 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
 
 
+def validated(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Bars with the schema's dtypes (numbers as floats, times in UTC), checked."""
+    missing = [c for c in BAR_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(f"intraday bars from {where} lack columns {missing}; need {BAR_COLUMNS}")
+    out = frame[BAR_COLUMNS].copy()
+    ts = pd.to_datetime(out["ts"])
+    out["ts"] = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    try:
+        return IntradayBarFrame.validate(_sorted(out))
+    except (pa.errors.SchemaError, pa.errors.SchemaErrors) as exc:
+        raise ValueError(f"intraday bars from {where} are invalid: {exc}") from exc
+
+
 def load_bar_file(path: Path, session: str, calendar: str, symbols: list[str] | None
                   ) -> pd.DataFrame:
     """The bars of ``session`` from a user's parquet (tz-naive times are read as UTC)."""
@@ -150,18 +164,9 @@ def load_bar_file(path: Path, session: str, calendar: str, symbols: list[str] | 
     raw = pd.read_parquet(path)
     if "ts" not in raw and "timestamp" in raw:
         raw = raw.rename(columns={"timestamp": "ts"})
-    missing = [c for c in BAR_COLUMNS if c not in raw]
-    if missing:
-        raise ValueError(f"intraday bars file {path} lacks columns {missing}; needs {BAR_COLUMNS}")
-    raw = raw[BAR_COLUMNS].copy()
-    ts = pd.to_datetime(raw["ts"])
-    raw["ts"] = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    frame = validated(raw, str(path))
     start, end = session_bounds(calendar, session)
-    day = raw.loc[(raw["ts"] > start) & (raw["ts"] <= end)]
+    day = frame.loc[(frame["ts"] > start) & (frame["ts"] <= end)]
     if symbols is not None:
         day = day.loc[day["symbol"].isin(symbols)]
-    frame = _sorted(day.copy())
-    try:
-        return IntradayBarFrame.validate(frame)
-    except (pa.errors.SchemaError, pa.errors.SchemaErrors) as exc:
-        raise ValueError(f"intraday bars in {path} for {session} are invalid: {exc}") from exc
+    return day.reset_index(drop=True)

@@ -54,7 +54,9 @@ def fault_point(name: str) -> None:
 
 @dataclass(frozen=True)
 class BarView:
-    """What an observer sees after each bar (the clamp book as the clamps saw it)."""
+    """What an observer sees after each bar: the clamp book as the clamps saw it (marks at the
+    bar's open, net liquidity at those marks), the symbols with an exposure-adding fill in the
+    bar, and the net liquidity / day P&L the kill switch was checked on (at the bar's close)."""
 
     index: int
     ts: str
@@ -227,18 +229,17 @@ class Engine:
         for sym, b in bars.items():
             if sym in st.holdings:
                 st.holdings[sym] = replace(pos.trail(st.holdings[sym], b, self.s.risk), mark=b.close)
-        self.halt.kill_check(i, ts)
+        nl = self.halt.kill_check(i, ts)
         if last and self.halt.near_close(ts):
             self._close_out(i, ts, bars)
         st.bar_index, st.last_ts = i, ts
         st.last_seen.update({s: ts for s in bars})
         self.save()
         if self.s.observer:
-            self._observe(i, ts, book, added)
+            self._observe(i, ts, book, added, nl)
 
-    def _observe(self, i: int, ts: str, book: Book, added: set[str]) -> None:
+    def _observe(self, i: int, ts: str, book: Book, added: set[str], nl: float) -> None:
         st = self.st
-        nl = st.net_liquidity()
         self.s.observer(BarView(i, ts, book, frozenset(added), st.cash,
                                 {s: h.mark for s, h in st.holdings.items()},
                                 {s: h.qty for s, h in st.holdings.items()}, nl,

@@ -69,15 +69,17 @@ class Halt:
         return ts is not None and seconds(self.e.s.close_ts) - seconds(ts) <= self.limit
 
     # ---- kill switch --------------------------------------------------------------------------
-    def kill_check(self, i: int, ts: str) -> None:
+    def kill_check(self, i: int, ts: str) -> float:
+        """Check the day's P&L at the bar's close (once halted, no more); returns the NL."""
         st = self.e.st
-        if st.halted:
-            return
         nl = st.net_liquidity()
+        if st.halted:
+            return nl
         chk = killswitch.check_kill_switch(st.start_nl, nl,
                                            self.e.s.settings.execution.kill_switch_daily_loss)
         if chk.tripped:
             self.trip(i, ts, chk, nl)
+        return nl
 
     def trip(self, i: int, ts: str, chk: killswitch.KillCheck, nl: float) -> None:
         """Persist the halted state, queue the flatten, alert, call the SANITY_JUDGE hook."""

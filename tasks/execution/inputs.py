@@ -84,9 +84,10 @@ def session_bars(paths: Paths, settings: AppSettings, session: str, symbols: lis
     """The bars to walk: a frame, a user parquet, or the simulation from daily OHLC."""
     cfg = settings.execution
     if isinstance(bars, pd.DataFrame):
-        frame = intraday_bars.IntradayBarFrame.validate(bars.loc[bars["symbol"].isin(symbols)]
-                                                        .reset_index(drop=True))
-        return frame, {"source": "frame"}
+        frame = intraday_bars.validated(bars, "the frame passed in")
+        start, end = session_bounds(settings.data.calendar, session)
+        keep = frame["symbol"].isin(symbols) & (frame["ts"] > start) & (frame["ts"] <= end)
+        return frame.loc[keep].reset_index(drop=True), {"source": "frame"}
     path = bars or cfg.bars_path
     if path:
         path = Path(path) if Path(path).is_absolute() else paths.home / path
