@@ -207,6 +207,9 @@ def replay_cmd(
     start: Annotated[str, typer.Option(help="First session YYYY-MM-DD.")],
     end: Annotated[str, typer.Option(help="Last session YYYY-MM-DD.")],
     force: Annotated[bool, typer.Option(help="Recompute sessions already done.")] = False,
+    with_intraday: Annotated[bool, typer.Option(help="plan -> intraday -> nightly for every "
+                                                     "session, in the replay's own state root; "
+                                                     "writes an equity curve.")] = False,
 ) -> None:
     """Replay the daily decision point in time for every session in [START, END]."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -223,12 +226,14 @@ def replay_cmd(
 
         rp.progress_hook = progress
         try:
-            res = replay(start=start, end=end, force=force)
+            res = replay(start=start, end=end, force=force, with_intraday=with_intraday)
         finally:
             rp.progress_hook = None
     out.print(f"replayed {res.sessions} sessions {res.start}..{res.end} ({res.skipped} unchanged), "
               f"{res.seconds_per_session:.2f} s/session")
     out.print(f"summary {res.summary_path}; per-session table {res.table_path}")
+    if res.equity_path:
+        out.print(f"equity curve {res.equity_path} (+ .png); replay state {res.state_root}")
 
 
 @app.command("demo")
