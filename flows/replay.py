@@ -16,7 +16,9 @@ ends at D is marked to its outcome) -> plan(D), so each plan sizes against the b
 previous session left. Such a replay never touches the live state: everything it writes
 (plans, reports, trading state) goes under its own root ``reports/replay/<S>_<E>/sandbox/``
 (:class:`tasks.paths.SandboxPaths`), and it adds ``equity.csv`` / ``equity.png`` (the equity
-curve) to the report folder. ``force`` starts that root afresh.
+curve) to the report folder. Its sessions build on one another (each plan depends on the book
+the intraday sessions before it left), so every such replay starts from an empty root; being
+deterministic, a second one writes the same bytes.
 """
 
 from __future__ import annotations
@@ -84,13 +86,12 @@ def replay_folder(paths: Paths, days: pd.DatetimeIndex) -> Path:
     return paths.reports / "replay" / f"{days[0].date().isoformat()}_{days[-1].date().isoformat()}"
 
 
-def sandbox(home: Paths, folder: Path, fresh: bool) -> SandboxPaths:
-    """The replay's own root under its report folder (emptied first when ``fresh``)."""
+def sandbox(home: Paths, folder: Path) -> SandboxPaths:
+    """The replay's own, empty root under its report folder."""
     import shutil
 
     root = folder / "sandbox"
-    if fresh:
-        shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
     return SandboxPaths(home.home, root)
 
 
@@ -104,7 +105,7 @@ def run_replay(start: str, end: str, force: bool = False, progress: Progress | N
     days = replay_sessions(start, end, home.store, settings.data.calendar)
     active, shadow = load_models(home)
     check_point_in_time(active.manifest["training_span"]["end"], days[0], active.baseline_id)
-    paths = sandbox(home, replay_folder(home, days), force) if with_intraday else home
+    paths = sandbox(home, replay_folder(home, days)) if with_intraday else home
     tick = time.perf_counter()
     bars = StoreBarFrame.validate(load_bars(paths.store, start=history_start(days[0], settings),
                                             end=days[-1]))

@@ -217,8 +217,18 @@ class Engine:
         return res.order, res.tags
 
     # ---- one bar ------------------------------------------------------------------------------
-    def step(self, i: int, start_ts: str, ts: str, bars: dict[str, Bar], last: bool) -> None:
+    def _signature(self) -> tuple:
+        """What a restart could not re-derive from the bars alone if it were lost."""
         st = self.st
+        return (len(st.applied), len(st.working), st.halted, st.stalled, len(st.failures),
+                tuple((s, h.qty, h.stop) for s, h in st.holdings.items()))
+
+    def step(self, i: int, start_ts: str, ts: str, bars: dict[str, Bar], last: bool) -> None:
+        """One bar (see the module docstring). The state is saved at the end of a bar that
+        changed an order, a position, a stop or a flag (a bar that only moved marks and
+        high-water marks below the trailing level is re-derived from the bars on a restart)."""
+        st = self.st
+        before = self._signature()
         self.halt.stall_checks(start_ts, ts, bars)
         for sym, b in bars.items():
             if sym in st.holdings:
@@ -234,7 +244,8 @@ class Engine:
             self._close_out(i, ts, bars)
         st.bar_index, st.last_ts = i, ts
         st.last_seen.update({s: ts for s in bars})
-        self.save()
+        if self._signature() != before or last:
+            self.save()
         if self.s.observer:
             self._observe(i, ts, book, added, nl)
 

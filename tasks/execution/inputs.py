@@ -22,7 +22,13 @@ from tasks.data.store import load_bars, read_manifest
 from tasks.execution import bars as intraday_bars
 from tasks.execution.positions import atr_from_plan
 from tasks.execution.sessions import is_session, session_before
-from tasks.execution.state import Portfolio, SessionState, Working, load_portfolio
+from tasks.execution.state import (
+    Portfolio,
+    SessionState,
+    Working,
+    load_portfolio,
+    load_session_state,
+)
 from tasks.io import frame_hash, to_json_bytes
 from tasks.paths import Paths
 from tasks.policy import current_policy
@@ -130,8 +136,9 @@ def prepare(paths: Paths, settings: AppSettings, session: str, *, mode: str,
         raise ValueError(f"{session} is not a {settings.data.calendar} session")
     ppath = plan_path(paths, settings, session)
     plan = read_plan(ppath)
-    held = load_portfolio(paths, settings).holdings
-    symbols = sorted(set(plan["ticker"].astype(str)) | set(held))
+    started = load_session_state(paths, session)  # a re-run sees the book it started with
+    held = set(started.start_values) if started else set(load_portfolio(paths, settings).holdings)
+    symbols = sorted(set(plan["ticker"].astype(str)) | held)
     rows = daily_rows(paths, session, symbols, daily)
     frame, source = session_bars(paths, settings, session, symbols, bars, rows)
     start, end = session_bounds(settings.data.calendar, session)
