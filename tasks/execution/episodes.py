@@ -17,6 +17,8 @@ import math
 from typing import Any
 
 import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
 
 from tasks.io import atomic_write_parquet
 from tasks.paths import Paths
@@ -26,6 +28,24 @@ EPISODE_COLUMNS = ["episode_id", "symbol", "side", "bucket", "sector", "mode", "
                    "entry_ts", "exit_session", "exit_date", "exit_ts", "size", "entry_price",
                    "exit_price", "stop_frac", "initial_stop", "pnl", "r_multiple", "exit_reason",
                    "policy_version", "model_id"]
+
+
+class EpisodeFrame(pa.DataFrameModel):
+    """data/state/episodes.parquet: closed episodes (the columns the plan and reports use)."""
+
+    episode_id: Series[str] = pa.Field(unique=True)
+    symbol: Series[str]
+    side: Series[str] = pa.Field(isin=["long", "short"])
+    exit_date: Series[str]
+    size: Series[float] = pa.Field(gt=0)
+    entry_price: Series[float] = pa.Field(gt=0)
+    exit_price: Series[float] = pa.Field(gt=0)
+    pnl: Series[float]
+    r_multiple: Series[float] = pa.Field(nullable=True)
+
+    class Config:
+        strict = False
+        coerce = False
 
 
 def r_multiple(pnl: float, entry: float, stop_frac: float | None, size: float) -> float:
@@ -95,5 +115,5 @@ def write_episodes(paths: Paths, records: list[dict[str, Any]]) -> pd.DataFrame:
     for col in ("size", "entry_price", "exit_price", "stop_frac", "initial_stop", "pnl",
                 "r_multiple"):
         frame[col] = frame[col].astype("float64")
-    atomic_write_parquet(episodes_path(paths), frame)
+    atomic_write_parquet(episodes_path(paths), EpisodeFrame.validate(frame))
     return frame

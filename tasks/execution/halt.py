@@ -189,7 +189,8 @@ class Halt:
     def end_of_session(self, ts: str) -> None:
         """Cancel what is still working, age the holdings, move the SIP share of a profit."""
         e, st = self.e, self.e.st
-        if not self.near_close(st.last_ts):
+        expected = bool(st.start_values or st.holdings or st.working)  # a feed was due
+        if expected and not self.near_close(st.last_ts):
             self.stall(failures.Failure("data_stall", "hold state, cancel new orders, keep stops",
                                         "data_stall", key=f"feed_end:{st.last_ts}",
                                         data={"scope": "feed_end", "last_bar": st.last_ts}), ts)

@@ -30,6 +30,7 @@ from tasks.execution.state import (
     load_session_state,
 )
 from tasks.io import frame_hash, to_json_bytes
+from tasks.models.registry import read_registry
 from tasks.paths import Paths
 from tasks.policy import current_policy
 from tasks.settings import AppSettings
@@ -143,7 +144,8 @@ def prepare(paths: Paths, settings: AppSettings, session: str, *, mode: str,
     frame, source = session_bars(paths, settings, session, symbols, bars, rows)
     start, end = session_bounds(settings.data.calendar, session)
     policy, version = current_policy(paths, settings)
-    model = str(plan["model_id"].iloc[0]) if "model_id" in plan and len(plan) else None
+    model = (str(plan["model_id"].iloc[0]) if "model_id" in plan and len(plan)
+             else read_registry(paths).get("active"))  # no plan: the model in force
     return Prepared(session, mode, plan, ppath if ppath.is_file() else None, frame, source, rows,
                     input_key(session, mode, ppath, frame, settings), iso(start), iso(end),
                     policy, version, model)

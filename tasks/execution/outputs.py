@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
 
 from tasks.execution.episodes import write_episodes
 from tasks.execution.state import SessionState, save_portfolio, save_session_state
@@ -23,6 +25,21 @@ from tasks.state import state_dir
 
 EQUITY_COLUMNS = ["session", "start_net_liquidity", "end_net_liquidity", "day_pnl_pct",
                   "drawdown", "kill_switch"]
+
+
+class EquityFrame(pa.DataFrameModel):
+    """data/state/equity.parquet: one row per executed session."""
+
+    session: Series[str] = pa.Field(unique=True)
+    start_net_liquidity: Series[float] = pa.Field(gt=0)
+    end_net_liquidity: Series[float]
+    day_pnl_pct: Series[float]
+    drawdown: Series[float] = pa.Field(ge=0, le=1)
+    kill_switch: Series[bool]
+
+    class Config:
+        strict = True
+        coerce = False
 
 
 def sessions_dir(paths: Paths) -> Path:
@@ -85,7 +102,7 @@ def update_equity(paths: Paths, row: dict[str, Any]) -> pd.DataFrame:
                                           "end_net_liquidity": "float64",
                                           "day_pnl_pct": "float64", "drawdown": "float64",
                                           "kill_switch": "bool"})
-    atomic_write_parquet(path, frame)
+    atomic_write_parquet(path, EquityFrame.validate(frame))
     return frame
 
 
