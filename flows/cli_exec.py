@@ -82,8 +82,8 @@ def tradelog_verify(
     path = tradelog_path(paths)
     res = verify(paths)
     if repair and res.torn and not res.first_bad:
-        _, side = TradeLog.open(paths, recovery={"session": None, "mode": None,
-                                                 "timestamp": None})
+        now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        _, side = TradeLog.open(paths, recovery={"session": None, "mode": None, "timestamp": now})
         out.print(f"torn last line moved to {side}")
         res = verify(paths)
     if res.ok:
