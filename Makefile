@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_models.py
 	$(BIN)/python bench/bench_daily.py
+	$(BIN)/python bench/bench_intraday.py
 
 ## Re-pin constraints.txt from the current environment.
 lock: install

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli_operator import alerts_app, serve_cmd
+from flows.cli_exec import register as register_execution
 from tasks.data.sources import SourceError
 from tasks.data.store import StoreError
 from tasks.paths import Paths
@@ -233,6 +234,9 @@ def replay_cmd(
     start: Annotated[str, typer.Option(help="First session YYYY-MM-DD.")],
     end: Annotated[str, typer.Option(help="Last session YYYY-MM-DD.")],
     force: Annotated[bool, typer.Option(help="Recompute sessions already done.")] = False,
+    with_intraday: Annotated[bool, typer.Option(help="plan -> intraday -> nightly for every "
+                                                     "session, in the replay's own state root; "
+                                                     "writes an equity curve.")] = False,
 ) -> None:
     """Replay the daily decision point in time for every session in [START, END]."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -249,12 +253,14 @@ def replay_cmd(
 
         rp.progress_hook = progress
         try:
-            res = replay(start=start, end=end, force=force)
+            res = replay(start=start, end=end, force=force, with_intraday=with_intraday)
         finally:
             rp.progress_hook = None
     out.print(f"replayed {res.sessions} sessions {res.start}..{res.end} ({res.skipped} unchanged), "
               f"{res.seconds_per_session:.2f} s/session")
     out.print(f"summary {res.summary_path}; per-session table {res.table_path}")
+    if res.equity_path:
+        out.print(f"equity curve {res.equity_path} (+ .png); replay state {res.state_root}")
 
 
 @app.command("demo")
@@ -392,6 +398,9 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="YAML file.")]
     """Validate a settings file (default: the one in force); exit 2 with the reason if invalid."""
     load_settings(path)
     out.print(f"ok: {path or config_path()}")
+
+
+register_execution(app, run_app)
 
 
 def main() -> None:

@@ -85,6 +85,21 @@ def outcomes_task(paths: Paths, day: pd.Timestamp, bars: pd.DataFrame, settings:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def write_summary(paths: Paths, day: pd.Timestamp, out: pd.DataFrame, settings: AppSettings
+                  ) -> Path:
+    """``reports/nightly/<D>.json``: hit rates against the plans' expectation, and the detail."""
+    summary: dict[str, Any] = {"date": day.date().isoformat(), "orders": int(len(out)),
+                               "plan_horizon": settings.fusion.plan_horizon}
+    if len(out):
+        summary.update(
+            hit_rate=float(out["win"].mean()), expected_hit_rate=float(out["prob_win_cal"].mean()),
+            mean_return=float(out["ret"].mean()),
+            by_outcome={k: int(v) for k, v in out["outcome"].value_counts().sort_index().items()},
+            sessions=sorted(out["session"].unique().tolist()))
+    return atomic_write_json(paths.reports / "nightly" / f"{day.date().isoformat()}.json",
+                             {**summary, "orders_detail": out.to_dict(orient="records")})
+
+
 @flow(name="nightly", log_prints=False)
 def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
     """Realised outcomes of the plans whose horizon ended in the last ``lookback_sessions``.
@@ -101,15 +116,6 @@ def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
     start = day - pd.Timedelta(days=int((lookback_sessions + 40) * 1.6))
     bars = load_task(paths, start, day)
     out = outcomes_task(paths, day, bars, settings, lookback_sessions)
-    summary: dict[str, Any] = {"date": day.date().isoformat(), "orders": int(len(out)),
-                               "plan_horizon": settings.fusion.plan_horizon}
-    if len(out):
-        summary.update(
-            hit_rate=float(out["win"].mean()), expected_hit_rate=float(out["prob_win_cal"].mean()),
-            mean_return=float(out["ret"].mean()),
-            by_outcome={k: int(v) for k, v in out["outcome"].value_counts().sort_index().items()},
-            sessions=sorted(out["session"].unique().tolist()))
-    path = atomic_write_json(paths.reports / "nightly" / f"{day.date().isoformat()}.json",
-                             {**summary, "orders_detail": out.to_dict(orient="records")})
+    path = write_summary(paths, day, out, settings)
     logger.info("nightly %s: %d realised orders -> %s", day.date(), len(out), path)
     return path

@@ -9,6 +9,16 @@ whose run key matches its record is skipped.
 
 Writes every session's outputs (as the daily flow does) plus
 ``reports/replay/<S>_<E>/summary.json`` and ``sessions.csv``.
+
+With ``with_intraday`` every session D after the first walks intraday(D) (the plan of the
+session before, paper-executed on D's simulated bars) -> nightly(D) (the plan whose horizon
+ends at D is marked to its outcome) -> plan(D), so each plan sizes against the book the
+previous session left. Such a replay never touches the live state: everything it writes
+(plans, reports, trading state) goes under its own root ``reports/replay/<S>_<E>/sandbox/``
+(:class:`tasks.paths.SandboxPaths`), and it adds ``equity.csv`` / ``equity.png`` (the equity
+curve) to the report folder. Its sessions build on one another (each plan depends on the book
+the intraday sessions before it left), so every such replay starts from an empty root; being
+deterministic, a second one writes the same bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from tasks.data.schemas import StoreBarFrame
 from tasks.data.store import load_bars, load_constituents, read_manifest
 from tasks.io import atomic_write, atomic_write_json, atomic_write_parquet
 from tasks.models.registry import RegistryError
-from tasks.paths import Paths
+from tasks.paths import Paths, SandboxPaths
 from tasks.plan import outputs, runs, session
 from tasks.settings import AppSettings, load_settings
 
@@ -43,6 +53,8 @@ class ReplayResult:
     summary_path: Path
     table_path: Path
     seconds_per_session: float  # wall time from loading bars to the last session / sessions
+    equity_path: Path | None = None  # with intraday: the equity curve (csv; png beside it)
+    state_root: Path | None = None   # with intraday: where the replay's own state lives
 
 
 def replay_sessions(start: str, end: str, store: Path, calendar: str) -> pd.DatetimeIndex:
@@ -70,15 +82,30 @@ def check_point_in_time(train_end: str, first: pd.Timestamp, baseline_id: str) -
             f"`hcp train --train-end <a date before {first.date()}>` and promote it")
 
 
-def run_replay(start: str, end: str, force: bool = False, progress: Progress | None = None
-               ) -> ReplayResult:
-    """Replay every session in [start, end]; see the module docstring."""
+def replay_folder(paths: Paths, days: pd.DatetimeIndex) -> Path:
+    return paths.reports / "replay" / f"{days[0].date().isoformat()}_{days[-1].date().isoformat()}"
+
+
+def sandbox(home: Paths, folder: Path) -> SandboxPaths:
+    """The replay's own, empty root under its report folder."""
+    import shutil
+
+    root = folder / "sandbox"
+    shutil.rmtree(root, ignore_errors=True)
+    return SandboxPaths(home.home, root)
+
+
+def run_replay(start: str, end: str, force: bool = False, progress: Progress | None = None,
+               with_intraday: bool = False, observer=None, sanity_judge=None) -> ReplayResult:
+    """Replay every session in [start, end]; see the module docstring. ``observer`` and
+    ``sanity_judge`` are handed to every intraday session (tests, integration)."""
     import time
 
-    settings, paths = load_settings(), Paths.from_env()
-    days = replay_sessions(start, end, paths.store, settings.data.calendar)
-    active, shadow = load_models(paths)
+    settings, home = load_settings(), Paths.from_env()
+    days = replay_sessions(start, end, home.store, settings.data.calendar)
+    active, shadow = load_models(home)
     check_point_in_time(active.manifest["training_span"]["end"], days[0], active.baseline_id)
+    paths = sandbox(home, replay_folder(home, days)) if with_intraday else home
     tick = time.perf_counter()
     bars = StoreBarFrame.validate(load_bars(paths.store, start=history_start(days[0], settings),
                                             end=days[-1]))
@@ -89,14 +116,36 @@ def run_replay(start: str, end: str, force: bool = False, progress: Progress | N
                      if shadow is not None else None)
     rows, skipped = [], 0
     for i, day in enumerate(days):
+        done = (_execute_day(paths, settings, day, bars, hist, observer, sanity_judge)
+                if with_intraday and i > 0 else {})
         row = _replay_one(day, paths, settings, hist, scores, shadow_scores, active, shadow,
                           force)
         skipped += row.pop("cached")
-        rows.append(row)
+        rows.append({**row, **done})
         if progress:
-            progress(i + 1, len(days), f"{day.date()} {row['status']} {row['orders']} orders")
+            progress(i + 1, len(days), f"{day.date()} {row['status']} {row['orders']} orders"
+                     + (f", day P&L {done['day_pnl_pct']:.2%}" if done else ""))
     elapsed = time.perf_counter() - tick
-    return _summarise(paths, days, rows, skipped, elapsed, active.baseline_id)
+    return _summarise(home, days, rows, skipped, elapsed, active.baseline_id,
+                      paths if with_intraday else None)
+
+
+def _execute_day(paths: Paths, settings: AppSettings, day: pd.Timestamp, bars: pd.DataFrame,
+                 hist: session.History, observer, sanity_judge) -> dict:
+    """intraday(D) on the plan of the session before, then nightly(D)."""
+    from flows.nightly import outcomes_task, write_summary
+    from tasks.execution.runner import run_session
+
+    res = run_session(paths, settings, day.date().isoformat(), daily=bars.loc[bars["date"] == day],
+                      observer=observer, sanity_judge=sanity_judge)
+    h = settings.labels.horizons[settings.fusion.plan_horizon]
+    pos = hist.sessions.searchsorted(day)
+    window = bars.loc[(bars["date"] >= hist.sessions[max(0, pos - h - 1)]) & (bars["date"] <= day)]
+    write_summary(paths, day, outcomes_task.fn(paths, day, window, settings, 0), settings)
+    s = res.summary
+    return {"day_pnl_pct": s["day_pnl_pct"], "end_net_liquidity": s["end_net_liquidity"],
+            "kill_switch": s["kill_switch"], "fills": s["fills"],
+            "positions_end": s["positions_end"], "quarantine": s["quarantine"]["active"]}
 
 
 def _replay_one(day, paths, settings: AppSettings, hist, scores, shadow_scores, active, shadow,
@@ -140,9 +189,9 @@ def _row(d: str, record: dict, cached: bool) -> dict:
 
 
 def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: float,
-               model_id: str) -> ReplayResult:
+               model_id: str, state: Paths | None = None) -> ReplayResult:
     s, e = days[0].date().isoformat(), days[-1].date().isoformat()
-    folder = paths.reports / "replay" / f"{s}_{e}"
+    folder = replay_folder(paths, days)
     table = pd.DataFrame(rows)
     table_path = atomic_write(folder / "sessions.csv", lambda t: table.to_csv(
         t, index=False, lineterminator="\n", float_format="%.6f"))
@@ -156,9 +205,15 @@ def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: floa
                          "max": _num(cov.max())},
         "sessions_table": str(table_path),
     }
+    equity = None
+    if state is not None:
+        from tasks.execution.replay_report import write_equity
+
+        equity, summary["intraday"] = write_equity(state, folder)
     summary_path = atomic_write_json(folder / "summary.json", summary)
     per = elapsed / max(1, len(rows))
-    return ReplayResult(s, e, len(rows), skipped, summary_path, table_path, per)
+    return ReplayResult(s, e, len(rows), skipped, summary_path, table_path, per, equity,
+                        state.root if isinstance(state, SandboxPaths) else None)
 
 
 def _num(v) -> float | None:
@@ -166,15 +221,16 @@ def _num(v) -> float | None:
 
 
 @flow(name="replay", log_prints=False)
-def replay(start: str, end: str, force: bool = False) -> ReplayResult:
-    """Replay the daily decision for every session in [start, end] (point in time)."""
+def replay(start: str, end: str, force: bool = False, with_intraday: bool = False) -> ReplayResult:
+    """Replay the daily decision for every session in [start, end] (point in time); with
+    ``with_intraday`` walk plan -> intraday -> nightly in the replay's own state root."""
     logger = get_run_logger()
     def progress(i: int, n: int, msg: str) -> None:
         logger.info("replay %d/%d %s", i, n, msg)
         if progress_hook is not None:
             progress_hook(i, n, msg)
 
-    res = run_replay(start, end, force, progress=progress)
+    res = run_replay(start, end, force, progress=progress, with_intraday=with_intraday)
     logger.info("replayed %d sessions (%d unchanged) -> %s", res.sessions, res.skipped,
                 res.summary_path)
     return res

@@ -40,6 +40,7 @@ TEXTS: dict[str, str] = {
     "rl_missing": "RL models unavailable—reduced position sizing",
     "health_error": "Daily health ERROR: {errors}",
     "forced_demo": "Demo mode forced by {by}: {reason}",
+    "tradelog_repaired": "Trade log: torn last record moved aside to {side_file} (noted in the chain)",
 }
 
 

@@ -59,3 +59,32 @@ class Paths:
     @property
     def prefect_home(self) -> Path:
         return self.home / ".prefect"
+
+
+@dataclass(frozen=True)
+class SandboxPaths(Paths):
+    """A replay's own root: it reads the bar store and the models of ``home`` and writes every
+    other output (plans, reports, features, run records, trading state) under ``root``, so a
+    replay never touches the live ``data/state`` of ``home``."""
+
+    root: Path = Path(".")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def store(self) -> Path:
+        return self.home / "data" / "store"
+
+    @property
+    def demo(self) -> Path:
+        return self.home / "data" / "demo"
+
+    @property
+    def val(self) -> Path:
+        return self.root / "val"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"

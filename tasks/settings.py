@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from tasks.operator.settings import OperatorSettings
+from tasks.execution.settings import ExecutionSettings
 from tasks.trading_settings import (
     DailySettings,
     FusionSettings,
@@ -211,6 +212,7 @@ class AppSettings(BaseSettings):
     daily: DailySettings = Field(default_factory=DailySettings, description="The daily run.")
     operator: OperatorSettings = Field(default_factory=OperatorSettings,
                                        description="Status service and notifications.")
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings, description="Intraday execution.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:

@@ -43,3 +43,12 @@ def previous_session(code: str, day: pd.Timestamp | str) -> pd.Timestamp:
 def sessions_between(code: str, older: pd.Timestamp, newer: pd.Timestamp) -> int:
     """Number of sessions strictly after ``older`` up to and including ``newer``."""
     return len(sessions(code, pd.Timestamp(older) + pd.Timedelta(days=1), newer))
+
+
+def session_bounds(code: str, day: pd.Timestamp | str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Open and close of session ``day`` in UTC (early closes included)."""
+    cal = _calendar(code)
+    day = pd.Timestamp(day).normalize()
+    if not cal.is_session(day):
+        raise ValueError(f"{day.date()} is not a {code} session")
+    return cal.session_open(day).tz_convert("UTC"), cal.session_close(day).tz_convert("UTC")
