@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_operator import alerts_app, serve_cmd
 from flows.cli_exec import register as register_execution
+from flows.cli_operator import alerts_app, serve_cmd
 from tasks.data.sources import SourceError
 from tasks.data.store import StoreError
 from tasks.paths import Paths
@@ -55,6 +55,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # click's Exit is a RuntimeError: let it through as is
+            raise
         except NothingUsable as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc

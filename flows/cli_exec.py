@@ -90,7 +90,7 @@ def tradelog_verify(
         out.print(res.message(path))
         return
     console.print(f"[red]FAILED[/red] {res.message(path)}")
-    raise SystemExit(1)  # not typer.Exit: that is a RuntimeError, which friendly turns into 2
+    raise typer.Exit(1)
 
 
 def status_cmd(

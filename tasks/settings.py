@@ -21,8 +21,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from tasks.operator.settings import OperatorSettings
 from tasks.execution.settings import ExecutionSettings
+from tasks.operator.settings import OperatorSettings
 from tasks.trading_settings import (
     DailySettings,
     FusionSettings,
