@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tasks.escalation.settings import EscalationSettings, ReasonerSettings, RemoteSettings
 from tasks.trading_settings import (
     DailySettings,
     FusionSettings,
@@ -208,6 +209,9 @@ class AppSettings(BaseSettings):
     risk: RiskSettings = Field(default_factory=RiskSettings, description="Hard clamps (ceilings).")
     health: HealthSettings = Field(default_factory=HealthSettings, description="Daily health checks.")
     daily: DailySettings = Field(default_factory=DailySettings, description="The daily run.")
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings, description="Triggers.")
+    remote: RemoteSettings = Field(default_factory=RemoteSettings, description="Remote LLM.")
+    reasoner: ReasonerSettings = Field(default_factory=ReasonerSettings, description="Local LLM.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:
