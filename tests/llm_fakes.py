@@ -34,11 +34,14 @@ def ollama_chat(content: str, done_reason: str = "stop") -> dict[str, Any]:
 
 class FakeServer:
     """A scripted server. Behaviours: ("json", body), ("status", code), ("hang", seconds),
-    ("raw", text). When the queue is empty the ``default`` behaviour answers."""
+    ("raw", text), ("echo_auth", code) (an error whose message repeats the Authorization
+    header, as some servers do). When the queue is empty the ``default`` behaviour answers.
+    ``on_request`` (if set) is called with each request body before it is answered."""
 
     def __init__(self, default: tuple[str, Any] = ("status", 500)):
         self.queue: deque[tuple[str, Any]] = deque()
         self.default = default
+        self.on_request: Any = None
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         fake = self
@@ -51,12 +54,17 @@ class FakeServer:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append(json.loads(body or b"{}"))
                 fake.headers.append(dict(self.headers))
+                if fake.on_request is not None:
+                    fake.on_request(fake.requests[-1])
                 kind, arg = fake.queue.popleft() if fake.queue else fake.default
                 if kind == "hang":
                     time.sleep(arg)
                     kind, arg = "status", 504
                 if kind == "status":
                     self._send(arg, json.dumps({"error": {"message": "scripted", "code": arg}}))
+                elif kind == "echo_auth":
+                    msg = f"Incorrect API key provided: {self.headers.get('Authorization')}"
+                    self._send(arg, json.dumps({"error": {"message": msg, "code": arg}}))
                 elif kind == "json":
                     self._send(200, json.dumps(arg))
                 else:
