@@ -136,6 +136,15 @@ def test_sanity_judge_changes_stay_within_hard_limits():
     assert tight.risk.trailing_stop_atr == 0.8
 
 
+def test_only_the_remote_model_may_leave_demo_mode():
+    resp = SanityJudgeResponse.model_validate({
+        "stay_demo": False, "live_changes": {"max_position_pct": 0.01,
+                                             "stop_multipliers": {"atr": 1.5, "trailing": 1.0}}})
+    local = bound("SANITY_JUDGE", resp, POLICY, S, UNIVERSE, remote=False)
+    assert "stay_demo" not in local.changes and local.rejected[0]["field"] == "stay_demo"
+    assert local.changes["live_changes"]["max_position_pct"] == 0.01  # tighter limits still apply
+
+
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 
 

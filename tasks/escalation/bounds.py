@@ -61,14 +61,14 @@ def _clip(out: Bounded, name: str, value: float, lo: float, hi: float) -> float:
 
 
 def bound(call_type: str, response: BaseModel, policy: dict[str, Any], settings: AppSettings,
-          universe: set[str]) -> Bounded:
-    """Dispatch to the call type's bounding function."""
+          universe: set[str], remote: bool = True) -> Bounded:
+    """Dispatch to the call type's bounding function (``remote``: the remote model answered)."""
     if isinstance(response, RegimeAuditorResponse):
         return bound_regime(response, policy, settings, universe)
     if isinstance(response, RewardEngineerResponse):
         return bound_reward(response, policy, settings)
     if isinstance(response, SanityJudgeResponse):
-        return bound_sanity(response, policy, settings)
+        return bound_sanity(response, policy, settings, remote)
     raise TypeError(f"no bounds for {call_type} answer {type(response).__name__}")
 
 
@@ -197,8 +197,10 @@ def _features(out: Bounded, proposed: list[str], policy: dict[str, Any],
         out.applied["disabled_features_added"] = sorted(added)
 
 
-def bound_sanity(resp: SanityJudgeResponse, policy: dict[str, Any], settings: AppSettings
-                 ) -> Bounded:
+def bound_sanity(resp: SanityJudgeResponse, policy: dict[str, Any], settings: AppSettings,
+                 remote: bool = True) -> Bounded:
+    """Live changes within the hard limits; leaving demo mode only on the remote model's word
+    (the runbook: the remote model must explicitly clear the quarantine)."""
     out = Bounded()
     lo_pos = settings.escalation.bounds.min_position_pct
     lo_stop = settings.escalation.bounds.min_stop_atr
@@ -213,7 +215,9 @@ def bound_sanity(resp: SanityJudgeResponse, policy: dict[str, Any], settings: Ap
     if changes != policy.get("live_changes"):
         out.changes["live_changes"] = changes
         out.applied["live_changes"] = changes
-    if resp.stay_demo != policy.get("stay_demo"):
+    if resp.stay_demo is False and not remote:
+        out.reject("stay_demo", False, "only the remote model may clear demo mode (runbook)")
+    elif resp.stay_demo != policy.get("stay_demo"):
         out.changes["stay_demo"] = resp.stay_demo
         out.applied["stay_demo"] = resp.stay_demo
     return out

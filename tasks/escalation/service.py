@@ -117,7 +117,8 @@ def _apply(paths: Paths, settings: AppSettings, session: str, at: str, call_type
                     key=call_type, data={"call_type": call_type})
         return {"status": "no_opinion", "bounded": None, "changes": {}, "policy_after": before,
                 "policy_diff": ""}
-    bounded = bound(call_type, parsed, policy, settings, universe or _universe(paths))
+    bounded = bound(call_type, parsed, policy, settings, universe or _universe(paths),
+                    remote=bool(backend and backend.startswith("remote:")))
     new = {**policy, **bounded.changes}
     try:
         new = PolicyDefaults(**new).model_dump(mode="json")

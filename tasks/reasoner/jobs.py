@@ -58,7 +58,8 @@ def _text_job(paths: Paths, settings: AppSettings, day: str, job: str, system: s
     def produce() -> dict[str, str]:
         res = write_text(settings.reasoner, messages, lambda: template.render(**facts))
         return {"text": res.text, "backend": res.backend,
-                "tried": [f"{a.backend}: {a.status}" for a in res.attempts]}
+                "tried": [f"{a.backend}: {a.status}" for a in res.attempts
+                          if a.backend != "template"]}
 
     return cached(paths, day, key, produce)
 
