@@ -90,6 +90,8 @@ def test_escalation_applies_bounded_deltas_and_reruns_make_no_call(home, harness
     assert (plan["policy_version"] == new).all()
     assert not plan["ticker"].isin(banned).any()
     assert_plan_sane(plan, health["net_liquidity"])
+    report = Path(first.outputs["report"]).read_text()
+    assert "<h2>Escalation</h2>" in report and "REGIME_AUDITOR: applied" in report
 
     entry = read_record(home, DAY)["calls"][0]
     clipped = {c["field"] for c in entry["bounded"]["clipped"]}

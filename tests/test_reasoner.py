@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tasks.alerts import read_alerts
 from tasks.escalation.schemas import parse_response, response_schema
 from tasks.escalation.service import escalate
 from tasks.paths import Paths
@@ -89,6 +90,14 @@ def test_unreachable_backends_fall_back_to_the_template(monkeypatch, tmp_path):
     res = write_text(load_settings().reasoner, MESSAGES, lambda: "from the template")
     assert res.text == "from the template" and res.by_template
     assert [a.status for a in res.attempts] == ["unavailable", "unavailable", "ok"]
+    paths = Paths(tmp_path)
+    note = jobs._text_job(paths, load_settings(), "2011-08-08", "conflict", jobs.CONFLICT_SYSTEM,
+                          {"symbol": "AAA", "action": "BUY", "regime": "low_vol", "score": 0.7,
+                           "edge_short": 0.9, "edge_mid": 0.2, "spread": 0.2,
+                           "base_models": {"rf": 0.1, "xgb": 0.3}, "gap_flag": True,
+                           "spread_flag": True}, jobs.CONFLICT_TEMPLATE)
+    assert note["backend"] == "template" and "spread 0.200" in note["text"]
+    assert [a["code"] for a in read_alerts(paths)] == ["reasoner_offline"]
 
 
 def test_backend_order_follows_the_configured_first_choice(monkeypatch):

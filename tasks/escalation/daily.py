@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.escalation import inputs as ins
-from tasks.escalation.record import read_record, record_path
+from tasks.escalation.record import read_record, record_path, session_timestamp
 from tasks.escalation.service import EscalationOutcome, escalate
 from tasks.escalation.triggers import (
     Trigger,
@@ -38,12 +38,6 @@ class DailyEscalation:
     policy: dict[str, Any]
     version: str
     summary: dict[str, Any]
-
-
-def session_timestamp(day: str) -> str:
-    """The session's close (16:00 New York) in UTC: the as-of time of every request."""
-    ts = pd.Timestamp(f"{day} 16:00", tz="America/New_York").tz_convert("UTC")
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def session_policy(paths: Paths, settings: AppSettings, day: str) -> tuple[dict[str, Any], str]:

@@ -21,6 +21,14 @@ from tasks.io import atomic_write_json
 from tasks.paths import Paths
 
 
+def session_timestamp(day: str) -> str:
+    """The session's close (16:00 New York) in UTC: the as-of time of its requests and alerts."""
+    import pandas as pd
+
+    ts = pd.Timestamp(f"{day} 16:00", tz="America/New_York").tz_convert("UTC")
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def record_path(paths: Paths, session: str) -> Path:
     return paths.reports / "escalations" / f"{session}.json"
 

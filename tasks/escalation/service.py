@@ -25,7 +25,7 @@ from tasks.escalation.remote import ask_remote
 from tasks.escalation.schemas import RESPONSES, parse_response, response_schema
 from tasks.paths import Paths
 from tasks.policy import current_policy, diff_policies, save_policy, store_version
-from tasks.reasoner.chain import answer_json
+from tasks.reasoner.chain import answer_json, offline_alert
 from tasks.settings import AppSettings
 from tasks.trading_settings import PolicyDefaults
 
@@ -105,6 +105,7 @@ def _ask(paths: Paths, settings: AppSettings, session: str, at: str, call_type: 
                 key=call_type, data=data)
     local = answer_json(settings.reasoner, messages, response_schema(call_type),
                         partial(parse_response, call_type))
+    offline_alert(paths, session, at, local.attempts)
     return [remote, *local.attempts], local.parsed, local.backend
 
 

@@ -90,3 +90,13 @@ def write_text(cfg: ReasonerSettings, messages: Messages, template: Callable[[],
         return TextResult(text, backend.name, attempts)
     text = template()  # a configuration without the template still gets a text
     return TextResult(text, "template", attempts)
+
+
+def offline_alert(paths: Any, day: str, at: str, attempts: list[Attempt]) -> None:
+    """The runbook's alert when every local model was tried and none was reachable."""
+    from tasks.alerts import raise_alert
+
+    models = [a for a in attempts if a.backend != "template"]
+    if models and all(a.status in ("unavailable", "timeout") for a in models):
+        raise_alert(paths, "reasoner_offline", session=day, at=at,
+                    data={"tried": [f"{a.backend}: {a.status}" for a in models]})

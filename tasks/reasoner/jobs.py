@@ -13,9 +13,10 @@ from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tasks.escalation.prompts import data_block, scrub, sha256_json
+from tasks.escalation.record import session_timestamp
 from tasks.paths import Paths
 from tasks.reasoner.cache import cached
-from tasks.reasoner.chain import answer_json, write_text
+from tasks.reasoner.chain import answer_json, offline_alert, write_text
 from tasks.settings import AppSettings
 from tasks.trading_settings import TOGGLEABLE_FEATURES
 
@@ -64,6 +65,7 @@ def _text_job(paths: Paths, settings: AppSettings, day: str, job: str, system: s
 
     def produce() -> dict[str, str]:
         res = write_text(settings.reasoner, messages, lambda: template.render(**facts))
+        offline_alert(paths, day, session_timestamp(day), res.attempts)
         return {"text": res.text, "backend": res.backend,
                 "tried": [f"{a.backend}: {a.status}" for a in res.attempts
                           if a.backend != "template"]}
