@@ -84,6 +84,14 @@ def _plan(paths: Paths, day: str) -> dict[str, Any] | None:
             "scored": int(len(audit)) if audit is not None else None}
 
 
+def _traded(paths: Paths, day: str) -> dict[str, Any] | None:
+    """The plan traded in session D: the one prepared as of the last session before D."""
+    folder = paths.val / "plans"
+    earlier = sorted(p.name for p in folder.glob("*") if p.name < day) if folder.is_dir() else []
+    plan = _plan(paths, earlier[-1]) if earlier else None
+    return {"as_of": earlier[-1], **plan} if plan else None
+
+
 def _escalations(paths: Paths, day: str) -> list[dict[str, Any]]:
     out = []
     for c in read_record(paths, day)["calls"]:
@@ -113,6 +121,7 @@ def gather_facts(paths: Paths, settings: AppSettings, day: str) -> dict[str, Any
         "equity": {k: _clean(v) for k, v in eq_row.items()} if eq_row else None,
         "trades": _trades(trade_records(paths, day)),
         "plan": _plan(paths, day),
+        "plan_traded": _traded(paths, day),
         "health": None if health is None else {
             "status": health["summary"]["status"], "errors": health["summary"]["errors"],
             "warnings": health["summary"]["warnings"]},

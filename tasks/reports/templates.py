@@ -121,6 +121,14 @@ P&L by bucket, fills and intraday clamps are unknown.
 No trade-log record for {{ f.session }}.
 {% endif %}
 
+## Plan traded in session {{ f.session }}
+
+{% if f.plan_traded %}
+Prepared as of {{ f.plan_traded.as_of }}: {{ f.plan_traded.orders }} order(s) ({{ f.plan_traded.buy }} BUY, {{ f.plan_traded.sell }} SELL), {{ f.plan_traded.cash|num }} in cash; policy {{ f.plan_traded.policy_versions|join(', ') or 'n/a' }}.
+{% else %}
+No earlier plan on file.
+{% endif %}
+
 ## Plan prepared as of {{ f.session }}
 
 {% if f.plan %}
@@ -228,6 +236,8 @@ kill switch {{ f.execution.kill_switch|num }}, orders {{ f.execution.orders }}, 
 <tr><td>{{ k }}</td><td>{{ v|pct }}</td></tr>{% endfor %}</table>
 {% else %}<p>No execution record for {{ f.session }}: P&amp;L, fills and intraday clamps are unknown.</p>{% endif %}
 <h2>Trades</h2><p>{{ f.trades.records }} record(s), {{ f.trades.exits }} exit(s), realised P&amp;L {{ f.trades.realised_pnl|num }}.</p>
+<h2>Plan traded in session {{ f.session }}</h2>
+{% if f.plan_traded %}<p>prepared as of {{ f.plan_traded.as_of }}: {{ f.plan_traded.orders }} order(s), policy {{ f.plan_traded.policy_versions|join(', ') }}</p>{% else %}<p>No earlier plan on file.</p>{% endif %}
 <h2>Plan prepared as of {{ f.session }}</h2>
 {% if f.plan %}<p>{{ f.plan.orders }} order(s); clamps {{ f.plan.clamps|num if f.plan.clamps else 'none' }};
 policy {{ f.plan.policy_versions|join(', ') }}.</p>
