@@ -11,8 +11,11 @@ version or a rollback); :func:`diff_versions` shows a git-style diff of two vers
 from __future__ import annotations
 
 import difflib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,20 @@ from tasks.settings import AppSettings
 
 def policy_dir(paths: Paths) -> Path:
     return paths.data / "state" / "policy"
+
+
+@contextmanager
+def policy_lock(paths: Paths) -> Iterator[None]:
+    """Exclusive lock for a read-modify-write of the version in force."""
+    folder = policy_dir(paths)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def policy_version(policy: dict[str, Any]) -> str:
@@ -148,9 +165,10 @@ def rollback(paths: Paths, settings: AppSettings, version: str, when: str, reaso
     policy = load_version(paths, settings, version)
     if policy_version(policy) != version:
         raise ValueError(f"stored policy {version} does not hash to its id: the file was edited")
-    store_version(paths, policy, None, "configured default (config/app.yaml)", when)
-    _set_current(paths, version, {"at": when, "event": "rollback", "version": version,
-                                  "reason": reason})
+    with policy_lock(paths):
+        store_version(paths, policy, None, "configured default (config/app.yaml)", when)
+        _set_current(paths, version, {"at": when, "event": "rollback", "version": version,
+                                      "reason": reason})
     return version
 
 

@@ -24,7 +24,7 @@ from tasks.escalation.prompts import build_messages, sha256_json
 from tasks.escalation.remote import ask_remote
 from tasks.escalation.schemas import RESPONSES, parse_response, response_schema
 from tasks.paths import Paths
-from tasks.policy import current_policy, diff_policies, save_policy, store_version
+from tasks.policy import current_policy, diff_policies, policy_lock, save_policy, store_version
 from tasks.reasoner.chain import answer_json, offline_alert
 from tasks.settings import AppSettings
 from tasks.trading_settings import PolicyDefaults
@@ -67,16 +67,18 @@ def escalate(paths: Paths, settings: AppSettings, *, session: str, at: str, call
         if stored is not None:
             log.info("%s %s: stored answer reused, no call", session, call_type)
             return _outcome(session, stored, reused=True)
-        policy, before = current_policy(paths, settings)
         messages = build_messages(call_type, request, settings)
         attempts, parsed, backend = _ask(paths, settings, session, at, call_type, messages)
         entry = {"call_type": call_type, "at": at, "triggers": triggers,
                  "request_sha256": sha256_json(request.model_dump(mode="json")),
                  "attempts": [a.record() for a in attempts], "backend": backend,
-                 "response": parsed.model_dump(mode="json") if parsed is not None else None,
-                 "policy_before": before}
-        entry.update(_apply(paths, settings, session, at, call_type, parsed, policy, before,
-                            backend, universe))
+                 "response": parsed.model_dump(mode="json") if parsed is not None else None}
+        with policy_lock(paths):  # bound against, and change, the version in force now
+            policy, before = current_policy(paths, settings)
+            entry["policy_before"] = before
+            entry.update(_apply(paths, settings, session, at, call_type, parsed, policy, before,
+                                backend, universe))
+        before = entry["policy_before"]
         limit = settings.escalation.max_calls_per_session
         budget = {k: v for k, v in read_budget(paths, session, limit).items()
                   if k in ("used", "limit")}
