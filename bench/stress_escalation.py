@@ -102,7 +102,10 @@ def main() -> None:
     ap.add_argument("--end", default="2008-10-24")
     ap.add_argument("--train-end", default="2008-08-29")
     ap.add_argument("--copy-to", type=Path)
+    ap.add_argument("--data", type=Path, default=DATA, help="Folder of ohlcv_daily.parquet.")
     args = ap.parse_args()
+    global DATA
+    DATA = args.data
     sys.path.insert(0, str(ROOT / "tests"))
     from llama_server import gguf_path, llama_server, missing
 

@@ -93,10 +93,25 @@ def test_do_not_trade_additions_are_capped():
 
 def test_no_predictor_weight_is_rejected_not_guessed():
     policy = {**POLICY, "blend_weights": {"short": 0.05, "mid": 0.05, "rl": 0.9}}
+    loose = load_settings(escalation={"bounds": {"blend_weight_max_drift": 1.0}})
     out = bound("REGIME_AUDITOR", regime(blend_weights_delta={"short": -0.1, "mid": -0.1,
-                                                              "rl": 0.0}), policy, S, UNIVERSE)
+                                                              "rl": 0.0}), policy, loose, UNIVERSE)
     assert "blend_weights" not in out.changes
     assert out.rejected[0]["reason"] == "would leave the predictors no weight"
+
+
+def test_repeated_calls_cannot_walk_the_weights_away():
+    policy = dict(POLICY)
+    for _ in range(20):
+        out = bound("REGIME_AUDITOR", regime(blend_weights_delta={"short": 0.1, "mid": -0.1,
+                                                                  "rl": -0.1}), policy, S,
+                    UNIVERSE)
+        policy = {**policy, **out.changes}
+    w = policy["blend_weights"]
+    assert w["short"] == pytest.approx(0.7, abs=1e-5)  # configured 0.4 + drift 0.3
+    assert sum(w.values()) == pytest.approx(1.0, abs=1e-5) and min(w.values()) >= 0
+    assert any(c["field"] == "blend_weights" and "configured mix" in c["reason"]
+               for c in out.clipped)
 
 
 def test_reward_coefficients_are_normalised_and_features_must_be_toggleable():
@@ -159,5 +174,7 @@ def test_any_bounded_answer_keeps_hard_limits(weights, caps):
         assert 0.0 <= v <= HARD_BUCKET_CAPS[k]
         assert abs(v - POLICY["bucket_caps"][k]) <= 0.05 + 1e-9
     assert min(new.blend_weights.values()) >= 0
+    conf = {"short": 0.4, "mid": 0.3, "rl": 0.3}
+    assert all(abs(new.blend_weights[k] - conf[k]) <= 0.3 + 1e-5 for k in conf)
     assert sum(new.blend_weights.values()) == pytest.approx(1.0, abs=1e-5)
     assert new.blend_weights["short"] + new.blend_weights["mid"] > 0

@@ -83,25 +83,43 @@ def bound_regime(resp: RegimeAuditorResponse, policy: dict[str, Any], settings: 
 
 def _blend(out: Bounded, delta: dict[str, float], policy: dict[str, Any],
            settings: AppSettings) -> None:
-    lim = settings.escalation.bounds.blend_weight_delta
+    b = settings.escalation.bounds
+    lim = b.blend_weight_delta
     old = {k: float(policy["blend_weights"].get(k, 0.0)) for k in ("short", "mid", "rl")}
-    applied, new = {}, {}
-    for k, d in delta.items():
-        applied[k] = _clip(out, f"blend_weights_delta.{k}", d, -lim, lim)
-        new[k] = old[k] + applied[k]
-        if new[k] < 0:
-            out.clip(f"blend_weights.{k}", _r(new[k]), 0.0, "a weight cannot be negative")
-            new[k] = 0.0
+    applied = {k: _clip(out, f"blend_weights_delta.{k}", d, -lim, lim) for k, d in delta.items()}
     if not any(applied.values()):
         return
-    if new["short"] + new["mid"] <= 0:
+    raw = {k: max(0.0, old[k] + applied[k]) for k in old}
+    if raw["short"] + raw["mid"] <= 0:
         out.reject("blend_weights_delta", delta, "would leave the predictors no weight")
         return
-    total = sum(new.values())
-    weights = {k: _r(v / total) for k, v in new.items()}
+    total = sum(raw.values())
+    mix = {k: v / total for k, v in raw.items()}
+    kept = _within_drift(mix, settings.policy.blend_weights, b.blend_weight_max_drift)
+    if any(abs(kept[k] - mix[k]) > 1e-6 for k in mix):
+        out.clip("blend_weights", {k: _r(v) for k, v in mix.items()},
+                 {k: _r(v) for k, v in kept.items()},
+                 f"kept within {b.blend_weight_max_drift} of the configured mix")
+    weights = {k: _r(v) for k, v in kept.items()}
     if weights != {k: _r(v) for k, v in old.items()}:
         out.changes["blend_weights"] = weights
         out.applied["blend_weights_delta"] = {k: _r(v) for k, v in applied.items()}
+
+
+def _within_drift(mix: dict[str, float], configured: dict[str, float], drift: float
+                  ) -> dict[str, float]:
+    """The mix moved into the band ``configured share +- drift`` (clip, then spread what is
+    missing or surplus over the weights with room), still summing to 1."""
+    total = sum(configured.values())
+    lo = {k: max(0.0, configured.get(k, 0.0) / total - drift) for k in mix}
+    hi = {k: min(1.0, configured.get(k, 0.0) / total + drift) for k in mix}
+    w = {k: min(max(v, lo[k]), hi[k]) for k, v in mix.items()}
+    gap = 1.0 - sum(w.values())
+    room = {k: (hi[k] - w[k]) if gap > 0 else (w[k] - lo[k]) for k in w}
+    spare = sum(room.values())
+    if abs(gap) > 1e-12 and spare > 0:
+        w = {k: w[k] + gap * room[k] / spare for k in w}
+    return w
 
 
 def _caps(out: Bounded, delta: dict[str, float], policy: dict[str, Any],

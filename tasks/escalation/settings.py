@@ -42,6 +42,9 @@ class EscalationBounds(_Section):
 
     blend_weight_delta: float = Field(
         0.10, ge=0, le=0.5, description="Largest |change| of one blend weight per call.")
+    blend_weight_max_drift: float = Field(
+        0.30, ge=0, le=1, description="Over any number of calls, a blend weight stays within "
+        "this distance of its configured value (policy.blend_weights).")
     bucket_cap_delta: tuple[float, float] = Field(
         (-0.05, 0.02), description="Range of a bucket-cap change per call (fraction of net "
         "liquidity); the result is also kept in [bucket_cap_min, hard cap].")

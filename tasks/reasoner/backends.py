@@ -17,6 +17,13 @@ _LLAMA: dict[tuple[str, int, int, int], Any] = {}
 _LLAMA_LOCK = threading.Lock()
 
 
+def _finish(content: str, truncated: bool, json_mode: bool) -> str:
+    """A JSON answer cut at the token limit is refused; a cut text is kept, marked with '…'."""
+    if truncated and json_mode:
+        raise BackendFailed("truncated", "stopped at the token limit")
+    return content.rstrip() + " …" if truncated and content.strip() else content
+
+
 class OllamaBackend:
     """``ollama.Client`` with an explicit timeout; JSON answers use the schema as ``format``."""
 
@@ -44,9 +51,8 @@ class OllamaBackend:
             raise BackendFailed("bad_response", type(exc).__name__) from exc
         finally:
             client.close()
-        if getattr(resp, "done_reason", None) == "length":
-            raise BackendFailed("truncated", "done_reason length")
-        return resp.message.content or ""
+        return _finish(resp.message.content or "", getattr(resp, "done_reason", None) == "length",
+                       json_mode=fmt is not None)
 
     def chat_json(self, messages: Messages, schema: dict[str, Any]) -> str:
         return self._chat(messages, schema)
@@ -97,9 +103,8 @@ class LlamaCppBackend:
             llama.reset()
             out = llama.create_chat_completion(**kwargs)
         choice = out["choices"][0]
-        if choice.get("finish_reason") == "length":
-            raise BackendFailed("truncated", "finish_reason length")
-        return choice["message"].get("content") or ""
+        return _finish(choice["message"].get("content") or "",
+                       choice.get("finish_reason") == "length", "response_format" in kwargs)
 
     def _server(self, kwargs: dict[str, Any]) -> str:
         import openai
@@ -117,9 +122,8 @@ class LlamaCppBackend:
         finally:
             client.close()
         choice = out.choices[0]
-        if choice.finish_reason == "length":
-            raise BackendFailed("truncated", "finish_reason length")
-        return choice.message.content or ""
+        return _finish(choice.message.content or "", choice.finish_reason == "length",
+                       "response_format" in kwargs)
 
     def chat_json(self, messages: Messages, schema: dict[str, Any]) -> str:
         return self._complete(messages, {"type": "json_object", "schema": schema})
