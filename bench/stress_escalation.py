@@ -46,7 +46,7 @@ def configure(home: Path, url: str) -> None:
         "HCP_REASONER__MAX_CONFLICT_NOTES": "2", "OLLAMA_HOST": "http://127.0.0.1:9"})
 
 
-def prepare(home: Path, train_end: str) -> None:
+def prepare(home: Path, train_end: str, data: Path) -> None:
     from tasks.data.ingest import import_bars
     from tasks.data.sources import ParquetSource
     from tasks.models.pipeline import run_training
@@ -55,7 +55,7 @@ def prepare(home: Path, train_end: str) -> None:
     from tasks.settings import load_settings
 
     paths, settings = Paths(home), load_settings()
-    import_bars(ParquetSource(DATA / "ohlcv_daily.parquet", DATA / "constituents.csv"),
+    import_bars(ParquetSource(data / "ohlcv_daily.parquet", data / "constituents.csv"),
                 settings, paths)
     if read_registry(paths).get("active") is None:
         res = run_training(paths, settings, "2026-01-01T00:00:00+00:00", start="2001-01-01",
@@ -104,16 +104,14 @@ def main() -> None:
     ap.add_argument("--copy-to", type=Path)
     ap.add_argument("--data", type=Path, default=DATA, help="Folder of ohlcv_daily.parquet.")
     args = ap.parse_args()
-    global DATA
-    DATA = args.data
     sys.path.insert(0, str(ROOT / "tests"))
     from llama_server import gguf_path, llama_server, missing
 
-    if missing() or not (DATA / "ohlcv_daily.parquet").is_file():
-        sys.exit(f"cannot run: {missing() or f'no data at {DATA}'}")
+    if missing() or not (args.data / "ohlcv_daily.parquet").is_file():
+        sys.exit(f"cannot run: {missing() or f'no data at {args.data}'}")
     with llama_server(gguf_path()) as url:
         configure(args.home.resolve(), url)
-        prepare(args.home.resolve(), args.train_end)
+        prepare(args.home.resolve(), args.train_end, args.data)
         rows = replay(args.home.resolve(), args.start, args.end)
     day = pick(rows)
     summary = args.home / "stress_summary.json"
