@@ -94,7 +94,8 @@ def _ask(paths: Paths, settings: AppSettings, session: str, at: str, call_type: 
     limit = settings.escalation.max_calls_per_session
     remote, parsed = ask_remote(paths, settings.remote, limit, session=session, at=at,
                                 call_type=call_type, messages=messages)
-    data = {"call_type": call_type, "status": remote.status}
+    label = "GPT-5" if settings.remote.model == "gpt-5" else settings.remote.model
+    data = {"call_type": call_type, "status": remote.status, "remote": label}
     if remote.budget and remote.status != "budget_exhausted":
         raise_alert(paths, "escalation", session=session, at=at, level="INFO", key=call_type,
                     data={**data, **remote.budget})
