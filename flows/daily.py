@@ -1,7 +1,8 @@
 """The pre-market daily flow for session D.
 
 load bars -> validate -> features -> score (active, and shadow side by side) -> per-regime
-calibration -> regime gates -> fusion -> sizing -> hard clamps -> health -> outputs.
+calibration -> escalation triggers (and bounded policy deltas) -> regime gates -> fusion ->
+sizing -> hard clamps -> conflict notes -> health -> outputs.
 
 Only tasks that touch the disk retry. A re-run with the same inputs (see
 :mod:`tasks.plan.runs`) does nothing and returns the recorded result.
@@ -21,13 +22,15 @@ from tasks.data.calendar import previous_session
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.schemas import StoreBarFrame
 from tasks.data.store import load_bars, load_constituents, read_manifest
+from tasks.escalation import daily as esc_daily
+from tasks.escalation.inputs import fingerprint as escalation_inputs
 from tasks.io import atomic_write_parquet
 from tasks.models.registry import Baseline, RegistryError, load_baseline, read_registry
 from tasks.models.scoring import calibrate_scores, raw_scores, wide_scores
 from tasks.paths import Paths
 from tasks.plan import build, outputs, runs, session
 from tasks.plan.context import context_source, context_status
-from tasks.policy import current_policy
+from tasks.policy import policy_settings
 from tasks.settings import AppSettings, load_settings
 from tasks.state import load_book, load_episodes
 
@@ -95,6 +98,7 @@ def key_parts(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Ba
             "active": active.baseline_id, "shadow": shadow.baseline_id if shadow else None,
             "settings": config_hash(settings), "all_settings": settings.model_dump(mode="json"),
             "policy": policy_version, "context": ctx, "book": book, "episodes": episodes,
+            "escalation_inputs": escalation_inputs(paths, day.date().isoformat()),
             "code": runs.code_fingerprint()}
 
 
@@ -114,8 +118,9 @@ class SessionState:
 
 def session_state(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Baseline,
                   shadow: Baseline | None) -> SessionState:
-    """Policy, context source, book and episodes in force, and the run key they give."""
-    policy, version = current_policy(paths, settings)
+    """Policy (where the session's stored escalations ended, else the current one), context
+    source, book and episodes in force, and the run key they give."""
+    policy, version = esc_daily.session_policy(paths, settings, day.date().isoformat())
     ctx_src = context_source(settings.daily.context_path, paths.home)
     book, book_info = load_book(paths, settings)
     episodes, ep_info = load_episodes(paths)
@@ -219,6 +224,53 @@ def write_outputs_task(paths: Paths, day: str, decision: build.Decision, health:
     return written
 
 
+@task(cache_policy=NO_CACHE)
+def escalation_task(paths: Paths, settings: AppSettings, day: str, inp: build.SessionInputs,
+                    hist: session.History, recent: pd.DataFrame, active: Baseline
+                    ) -> esc_daily.DailyEscalation:
+    """Escalation triggers from pre-plan state; one remote call per fired call type (budgeted,
+    never retried), the local reasoner as fallback; the policy D's plan uses."""
+    pos = hist.sessions.searchsorted(inp.as_of)
+    first = hist.sessions[max(0, pos - settings.health.quality_window_sessions
+                              - max(settings.labels.horizons.values()))]
+    feats = hist.features.loc[(hist.features["date"] >= first)
+                              & (hist.features["date"] < inp.as_of)]
+    return esc_daily.run(paths, settings, day, policy=inp.policy, version=inp.policy_version,
+                         today=inp.features, context=inp.context, book=inp.book,
+                         universe=set(inp.scores["symbol"].astype(str)),
+                         recent_features=feats, recent_labels=recent, baseline=active)
+
+
+def with_policy(inp: build.SessionInputs, extra: dict, esc: esc_daily.DailyEscalation,
+                parts: dict) -> tuple[build.SessionInputs, str, dict]:
+    """The inputs with the escalated policy, and the run key it gives (what a re-run computes)."""
+    import dataclasses
+
+    parts = {**parts, "policy": esc.version}
+    key = runs.run_key(parts)
+    extra.update(policy_version=esc.version, run_key=key, escalation=esc.summary)
+    return dataclasses.replace(inp, policy=esc.policy, policy_version=esc.version), key, parts
+
+
+@task(cache_policy=NO_CACHE)
+def conflict_task(paths: Paths, day: str, decision: build.Decision, today: pd.DataFrame,
+                  active: Baseline, settings: AppSettings) -> pd.DataFrame:
+    """A short explanation (local reasoner, cached per prompt) for traded names whose horizons
+    or base models disagree strongly: the audit's ``conflict_note`` column."""
+    from tasks.reasoner.jobs import conflict_notes
+
+    return conflict_notes(paths, settings, day, decision, today, active)
+
+
+def add_warnings(health: dict, warnings: list[str]) -> None:
+    """Append warnings to the health report (status OK becomes WARNING)."""
+    if not warnings:
+        return
+    health["summary"]["warnings"].extend(warnings)
+    if health["summary"]["status"] == "OK":
+        health["summary"]["status"] = "WARNING"
+
+
 def publish_artifacts(day: str, decision: build.Decision, health: dict) -> None:
     """The plan and the health summary as Prefect artifacts (visible in the UI)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -271,20 +323,25 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
         start = session.scoring_start(hist, day, settings)
         scores = calibrate_task(active, score_task(active, hist, start, day, settings))
         inp, extra = make_inputs(st, day, hist, scores, active, shadow)
+        recent = session.masked_recent(scores, hist, day, settings)
+        esc = escalation_task(paths, settings, d, inp, hist, recent, active)
+        inp, key, parts = with_policy(inp, extra, esc, parts)
         today = inp.features
         errors = session.preflight(today, inp.scores, active, settings)
-        signals = fusion_task(gates_task(inp, settings), inp, settings)
-        decision = clamps_task(sizing_task(signals, inp, settings), inp, settings, errors)
+        eff = policy_settings(settings, inp.policy)
+        signals = fusion_task(gates_task(inp, eff), inp, eff)
+        decision = clamps_task(sizing_task(signals, inp, eff), inp, eff, errors)
+        decision.audit = conflict_task(paths, d, decision, today, active, settings)
         shadow_frame = None
         if shadow is not None:
             sh = calibrate_task(shadow, score_task(shadow, hist, day, day, settings))
             shadow_frame = shadow_signals(session.day_rows(sh, day).drop(columns="date"), inp,
                                           shadow.baseline_id, settings)
-        recent = session.masked_recent(scores, hist, day, settings)
         health = session.assess(as_of=day, decision=decision, errors=errors, today=today,
                                 recent=recent,
                                 drift_rows=session.recent_features(hist, day, settings),
                                 baseline=active, settings=settings, extra=extra)
+        add_warnings(health, esc_daily.health_warnings(esc.summary))
         written = write_outputs_task(paths, d, decision, health, shadow_frame, today)
         record = runs.make_record(key, parts, health, len(decision.plan), written)
         runs.write_record(paths, d, record)

@@ -6,6 +6,7 @@ both in one bar = the label's same-bar rule, or timeout at the close of P+h). Pr
 compared as ratios to the entry on adjusted bars, so a split in between does not fake a hit.
 The result, ``reports/nightly/<D>.json``, holds per-plan and overall hit rates next to the
 mean calibrated P(win) the plans expected: the realised record the escalation checks read.
+Then the session's post-mortem is written: ``reports/postmortems/<D>.md`` and ``.html``.
 """
 
 from __future__ import annotations
@@ -118,4 +119,15 @@ def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
     out = outcomes_task(paths, day, bars, settings, lookback_sessions)
     path = write_summary(paths, day, out, settings)
     logger.info("nightly %s: %d realised orders -> %s", day.date(), len(out), path)
+    pm = postmortem_task(paths, settings, day.date().isoformat())
+    logger.info("post-mortem %s (narrative by %s) -> %s", day.date(), pm["narrative_by"], pm["md"])
     return path
+
+
+@task(cache_policy=NO_CACHE)
+def postmortem_task(paths: Paths, settings: AppSettings, day: str) -> dict[str, Any]:
+    """The session's post-mortem (facts rendered deterministically, narrative by the local
+    reasoner or the template)."""
+    from tasks.reports.postmortem import write_postmortem
+
+    return write_postmortem(paths, settings, day)

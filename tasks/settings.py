@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tasks.escalation.settings import EscalationSettings, ReasonerSettings, RemoteSettings
 from tasks.execution.settings import ExecutionSettings
 from tasks.operator.settings import OperatorSettings
 from tasks.trading_settings import (
@@ -213,6 +214,9 @@ class AppSettings(BaseSettings):
     operator: OperatorSettings = Field(default_factory=OperatorSettings,
                                        description="Status service and notifications.")
     execution: ExecutionSettings = Field(default_factory=ExecutionSettings, description="Intraday execution.")
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings, description="Triggers.")
+    remote: RemoteSettings = Field(default_factory=RemoteSettings, description="Remote LLM.")
+    reasoner: ReasonerSettings = Field(default_factory=ReasonerSettings, description="Local LLM.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:

@@ -7,7 +7,7 @@ never loosen them. A looser value fails with :class:`~tasks.settings.ConfigError
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,8 @@ HARD_BUCKET_CAPS = {"core": 0.90, "penny": 0.02, "fno": 0.05}
 HARD_PER_NAME = {"core": 0.015, "penny": 0.004, "fno": 0.007}
 HARD_CONCENTRATION = {"top5_max": 0.50, "single_ticker_max": 0.25, "single_sector_max": 0.40}
 HARD_STOPS = {"initial_stop_atr": 1.8, "trailing_stop_atr": 1.2, "take_profit_atr": 2.5}
+# fusion inputs a policy may switch off: the RL size hint and the inputs of the four penalties
+TOGGLEABLE_FEATURES = ("rl_size_hint", "news_sentiment", "vol_z", "liquidity", "corr_mkt")
 
 
 class _Section(BaseModel):
@@ -146,12 +148,32 @@ class PolicyDefaults(_Section):
     reward_coefficients: dict[str, float] = Field(
         default_factory=lambda: {"returns": 0.6, "turnover": 0.2, "drawdown": 0.2},
         description="Reward mix (changed by REWARD_ENGINEER answers).")
-    disabled_features: list[str] = Field([], description="Feature toggles switched off.")
+    disabled_features: list[str] = Field(
+        [], description=f"Fusion inputs switched off (any of {', '.join(TOGGLEABLE_FEATURES)}).")
+    bucket_caps: dict[Literal["core", "penny", "fno"], float] = Field(
+        default_factory=lambda: dict(HARD_BUCKET_CAPS),
+        description="Bucket capital caps of the policy; the clamps use the tighter of these and "
+        "risk.bucket_caps (never above the hard limits).")
+    turnover_penalties: dict[str, float] = Field(
+        default_factory=lambda: {"penalty_rate": 0.01},
+        description="Turnover penalty of the reward (changed by REWARD_ENGINEER answers).")
+    stay_demo: bool | None = Field(
+        None, description="The last SANITY_JUDGE verdict (None: none given yet).")
+    live_changes: dict[str, Any] = Field(
+        default_factory=dict, description="SANITY_JUDGE changes in force: max_position_pct (a "
+        "per-name cap) and stop_multipliers {atr, trailing}; tighter than the hard limits only.")
 
     @model_validator(mode="after")
     def _weights(self) -> PolicyDefaults:
         if any(w < 0 for w in self.blend_weights.values()) or sum(self.blend_weights.values()) <= 0:
             raise ValueError("policy.blend_weights must be >= 0 with a positive sum")
+        above = {k: v for k, v in self.bucket_caps.items() if v > HARD_BUCKET_CAPS[k]}
+        if above:
+            raise ValueError(f"policy.bucket_caps above the hard limits: {above}")
+        unknown = sorted(set(self.disabled_features) - set(TOGGLEABLE_FEATURES))
+        if unknown:
+            raise ValueError(f"policy.disabled_features {unknown} are not toggleable; known: "
+                             f"{list(TOGGLEABLE_FEATURES)}")
         return self
 
 

@@ -52,3 +52,16 @@ def trained_home(tmp_path_factory) -> Paths:
         res = run_training(paths, settings, NOW, train_end=TRAIN_END, baseline_id="b-demo")
         assert res.promoted and os.path.isdir(res.model_dir)
     return paths
+
+
+@pytest.fixture(scope="session")
+def llama_url():
+    """``python -m llama_cpp.server`` with SmolLM2-135M on 127.0.0.1 for the whole session
+    (skipped with the reason when the ``llm-test`` extra is not installed)."""
+    from tests.llama_server import gguf_path, llama_server, missing
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    with llama_server(gguf_path()) as url:
+        yield url

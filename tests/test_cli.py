@@ -29,6 +29,7 @@ SUBCOMMANDS = [
     ["data", "import"], ["data", "info"], ["data", "query"], ["features"], ["run", "daily"],
     ["run", "nightly"], ["replay"], ["demo"],
     ["config", "show"], ["config", "check"],
+    ["policy", "list"], ["policy", "show"], ["policy", "diff"], ["policy", "rollback"],
 ]
 BAD_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sp500" / "bad_inputs"
 

@@ -77,6 +77,8 @@ def gated_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
                                        cfg.edge_mode)
     df["liquidity"] = np.clip(np.exp(df["log_dollar_volume"]) / cfg.liquidity_full_adv_usd, 0, 1)
     df["market_corr"] = df["corr_mkt"]  # the symbol's own correlation with the market
+    for col in disabled_columns(inp.policy):
+        df[col] = np.nan  # a fusion input the policy switched off counts as absent
     w = inp.policy["blend_weights"]
     weights = (Weights.effective(w, rl_available=False) if w.get("short", 0) + w.get("mid", 0) > 0
                else Weights(0.0, 0.0, 1.0))  # RL-only policy: no predictor edge to gate on
@@ -86,12 +88,26 @@ def gated_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
 def fused_frame(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
     """Fusion score and action, the gated signal, and the expectancy of each symbol."""
     df = fuse(df, inp.policy["blend_weights"], settings.fusion)
+    off = {f"{_PENALTY_OF[f]}:unknown": f"{_PENALTY_OF[f]}:disabled"
+           for f in inp.policy.get("disabled_features", []) if f in _PENALTY_OF}
+    if off:
+        df["penalty_tags"] = [[off.get(t, t) for t in tags] for tags in df["penalty_tags"]]
     df["signal"] = np.select([(df["action"] == "BUY") & df["gate_buy"],
                               (df["action"] == "SELL") & df["gate_sell"]], ["BUY", "SELL"], "HOLD")
     held = df["symbol"].map(lambda s: s in inp.book.positions and inp.book.positions[s].qty > 0)
     df["actionable"] = (df["signal"] == "BUY") | ((df["signal"] == "SELL") & (
         settings.risk.allow_short | held.astype(bool)))
     return _expectancy(df, inp, settings)
+
+
+_PENALTY_OF = {"news_sentiment": "news_negative", "vol_z": "vol_spike", "liquidity": "low_liquidity",
+               "corr_mkt": "corr_breakdown"}
+
+
+def disabled_columns(policy: dict) -> list[str]:
+    """Frame columns blanked by the policy's feature toggles."""
+    cols = {"corr_mkt": ["corr_mkt", "market_corr"]}
+    return [c for f in policy.get("disabled_features", []) for c in cols.get(f, [f])]
 
 
 def signal_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
@@ -257,7 +273,12 @@ def apply_clamps(sized: Sized, inp: SessionInputs, settings: AppSettings,
 
 def decide(inp: SessionInputs, settings: AppSettings, health_stop: list[str] | None = None
            ) -> Decision:
-    """Signals, sizing and clamps in one call (the replay's path; the flow runs them as tasks)."""
+    """Signals, sizing and clamps in one call (the replay's path; the flow runs them as tasks).
+
+    The policy's bucket caps and live changes tighten the risk settings first."""
+    from tasks.policy import policy_settings
+
+    settings = policy_settings(settings, inp.policy)
     sized = size_orders(signal_frame(inp, settings), inp, settings)
     return apply_clamps(sized, inp, settings, health_stop)
 

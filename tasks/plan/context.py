@@ -1,9 +1,10 @@
 """Optional market context per symbol and session: RL size hint, news sentiment, put/call ratio.
 
 A pluggable source: a parquet or CSV file with ``date, symbol`` and any of the context columns
-(``daily.context_path``). Only rows stamped with the session's date are used. A column that is
-absent, or a symbol without a row, is *unknown* (NaN) and is reported as such; nothing is
-invented. No file configured means every input is unknown.
+(``daily.context_path``), plus an optional free-text ``news_headline`` (never parsed: it reaches
+an escalation request only as truncated data). Only rows stamped with the session's date are
+used. A column that is absent, or a symbol without a row, is *unknown* (NaN) and is reported
+as such; nothing is invented. No file configured means every input is unknown.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import pandas as pd
 
 from tasks.io import file_hash
 from tasks.plan.build import CONTEXT_COLUMNS
+
+#: free-text context columns: passed to the escalation only as delimited, truncated data
+TEXT_COLUMNS = ["news_headline"]
 
 
 class ContextSource(Protocol):
@@ -52,7 +56,7 @@ class FileContext:
                 raise ValueError(f"context file {self.path} lacks column(s) {sorted(missing)}")
             raw["date"] = pd.to_datetime(raw["date"]).dt.normalize()
             raw["symbol"] = raw["symbol"].astype("string")
-            cols = ["date", "symbol", *[c for c in CONTEXT_COLUMNS if c in raw]]
+            cols = ["date", "symbol", *[c for c in CONTEXT_COLUMNS + TEXT_COLUMNS if c in raw]]
             self._frame = raw[cols]
         return self._frame
 

@@ -112,6 +112,13 @@ th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; } th { bac
 <h2>Exposure by bucket (fraction of net liquidity)</h2>{{ bucket_chart }}
 <h2>Exposure by sector (fraction of net liquidity)</h2>{{ sector_chart }}
 <p>Top-5 {{ top5 }} &middot; largest name {{ largest }} &middot; gross {{ gross }}</p>
+{% if esc %}<h2>Escalation</h2>
+<p>Policy {{ esc.policy_before }} &rarr; {{ esc.policy_after }}.</p>
+<table><tr><th>trigger</th><th>call type</th><th>threshold</th><th>fired</th><th>evaluable</th></tr>
+{% for t in esc.triggers %}<tr><td>{{ t.name }}</td><td>{{ t.call_type }}</td><td>{{ t.threshold }}</td>
+<td>{{ t.fired }}</td><td>{{ t.evaluable }}</td></tr>{% endfor %}</table>
+<ul>{% for c in esc.calls %}<li>{{ c.call_type }}: {{ c.status }} ({{ c.backend or "no backend" }}),
+{{ c.clipped }} clipped, {{ c.rejected }} rejected</li>{% else %}<li>no call</li>{% endfor %}</ul>{% endif %}
 </body></html>
 """
 
@@ -157,7 +164,8 @@ def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any]) -> str:
         bucket_chart=Markup(bar_chart(exp.get("by_bucket", {}), "{:.2%}")),
         sector_chart=Markup(bar_chart(exp.get("by_sector", {}), "{:.2%}")),
         top5=pct(exp.get("top5")), largest=pct(exp.get("largest_name")),
-        gross=pct(exp.get("gross")))
+        gross=pct(exp.get("gross")),
+        esc=health["escalation"] if (health.get("escalation") or {}).get("enabled") else None)
 
 
 def _cell(v: Any) -> str:

@@ -1,0 +1,1 @@
+"""Escalation to the remote LLM under a hard budget: triggers, schemas, bounds, budget, service."""

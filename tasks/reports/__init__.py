@@ -1,0 +1,1 @@
+"""Session reports written by the nightly flow (the post-mortem)."""
