@@ -18,8 +18,10 @@ FRICTIONLESS = {"half_spread_bps": 0.0, "impact_coef": 0.0}
 
 def settings(execution: dict[str, Any] | None = None, fee: float = 0.0, **other: Any
              ) -> AppSettings:
-    """Settings with a frictionless fill model and no fee unless asked otherwise."""
+    """Settings with a frictionless fill model and no fee unless asked otherwise; escalation off
+    (the SANITY_JUDGE hook then only records the request) unless ``escalation`` is given."""
     exe = {"fill": {**FRICTIONLESS}, **(execution or {})}
+    other.setdefault("escalation", {"enabled": False})
     return load_settings(execution=exe, guardrails={"fee_pct": fee, **other.pop("guardrails", {})},
                          **other)
 

@@ -117,7 +117,12 @@ def _begin(engine: Engine, prep: Prepared, reasoner_online: bool | None,
 def execute(paths: Paths, settings: AppSettings, prep: Prepared, *,
             sanity_judge: SanityJudgeHook | None = None, observer: Observer | None = None,
             reasoner_online: bool | None = None) -> SessionState:
-    """Start or resume the session and walk its bars."""
+    """Start or resume the session and walk its bars.
+
+    ``sanity_judge`` defaults to the escalation service (:mod:`tasks.escalation.sanity`)."""
+    from tasks.escalation.sanity import sanity_judge_hook
+
+    sanity_judge = sanity_judge or sanity_judge_hook
     risk = stage_risk(settings)
     broker = make_broker(paths, settings, prep.mode, prep.session)
     log, side = TradeLog.open(paths, recovery={
