@@ -18,6 +18,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.alerts import alert_health
 from tasks.data.calendar import previous_session
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.schemas import StoreBarFrame
@@ -27,6 +28,7 @@ from tasks.escalation.inputs import fingerprint as escalation_inputs
 from tasks.io import atomic_write_parquet
 from tasks.models.registry import Baseline, RegistryError, load_baseline, read_registry
 from tasks.models.scoring import calibrate_scores, raw_scores, wide_scores
+from tasks.operator.notify import notify_pending
 from tasks.paths import Paths
 from tasks.plan import build, outputs, runs, session
 from tasks.plan.context import context_source, context_status
@@ -302,6 +304,13 @@ def shadow_signals(shadow_scores: pd.DataFrame, inp: build.SessionInputs, model_
     return out.sort_values("symbol", kind="stable").reset_index(drop=True)
 
 
+@task(cache_policy=NO_CACHE)
+def alerts_task(paths: Paths, settings: AppSettings, day: str, health: dict) -> None:
+    """Operator alerts from the health report, then any pending notifications."""
+    alert_health(paths, day, health, pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+    notify_pending(paths, settings)
+
+
 @flow(name="daily", log_prints=False)
 def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
     """Pre-market run for session ``as_of`` ('latest', 'previous-session' or YYYY-MM-DD)."""
@@ -346,6 +355,7 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
         record = runs.make_record(key, parts, health, len(decision.plan), written)
         runs.write_record(paths, d, record)
         publish_artifacts(d, decision, health)
+        alerts_task(paths, settings, d, health)
         logger.info("session %s: %s, %d orders -> %s", d, record["status"], len(decision.plan),
                     written["plan"])
         return _result(record, cached=False)

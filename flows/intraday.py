@@ -17,6 +17,7 @@ from tasks.execution.gates import require_live
 from tasks.execution.inputs import Prepared, prepare
 from tasks.execution.runner import IntradayResult, cached_result, conclude, execute
 from tasks.execution.state import SessionState
+from tasks.operator.notify import notify_pending
 from tasks.paths import Paths
 from tasks.plan.runs import session_lock
 from tasks.settings import AppSettings, load_settings
@@ -60,4 +61,5 @@ def intraday(session: str, bars: str | None = None, mode: str | None = None) -> 
     s = res.summary
     logger.info("session %s (%s): day P&L %.2f%%, %d orders, %d fills, kill switch %s",
                 session, mode, 100 * s["day_pnl_pct"], s["orders"], s["fills"], s["kill_switch"])
+    notify_pending(paths, settings)
     return res

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.store import load_bars
 from tasks.io import atomic_write_json
+from tasks.operator.notify import notify_pending
 from tasks.paths import Paths
 from tasks.settings import AppSettings, load_settings
 
@@ -121,6 +122,7 @@ def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
     logger.info("nightly %s: %d realised orders -> %s", day.date(), len(out), path)
     pm = postmortem_task(paths, settings, day.date().isoformat())
     logger.info("post-mortem %s (narrative by %s) -> %s", day.date(), pm["narrative_by"], pm["md"])
+    notify_pending(paths, settings)
     return path
 
 

@@ -116,3 +116,15 @@ def read_alerts(paths: Paths, session: str | None = None) -> list[dict[str, Any]
         if session is None or rec.get("session") == session:
             out.append(rec)
     return out
+
+
+def alert_health(paths: Paths, session: str, health: dict[str, Any], at: str) -> list[dict[str, Any]]:
+    """The daily health's operator alerts: ERROR (stop trading) and missing RL hints."""
+    summary = health.get("summary", {})
+    raised = []
+    if summary.get("status") == "ERROR":
+        raised.append(raise_alert(paths, "health_error", session=session, at=at, level="ERROR",
+                                  data={"errors": "; ".join(summary.get("errors", []))}))
+    if any(w.startswith("RL models unavailable") for w in summary.get("warnings", [])):
+        raised.append(raise_alert(paths, "rl_missing", session=session, at=at, level="WARN"))
+    return [r for r in raised if r is not None]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from tasks.execution import quarantine
 from tasks.execution.broker import Broker
 from tasks.execution.sessions import sessions_after
+from tasks.operator.overrides import operator_overrides
 from tasks.paths import Paths
 from tasks.settings import AppSettings
 from tasks.trading_settings import BUCKETS, RiskSettings
@@ -53,12 +54,16 @@ def live_gates(paths: Paths, settings: AppSettings, session: str,
     q = quarantine.status(quarantine.load_state(paths), session,
                           sessions_after(settings.data.calendar))
     adapter = cfg.broker_adapter
+    forced = operator_overrides(paths)
     return [
         Gate("env REAL_EXECUTION_ENABLED", flag.strip().lower() == "true",
              f"{ENV_FLAG}={flag!r} (must be 'true')"),
         Gate("config execution.live_enabled", cfg.live_enabled,
              f"execution.live_enabled={cfg.live_enabled}"),
         Gate("no active quarantine", not q.active, q.describe()),
+        Gate("demo not forced by an operator", not forced.get("forced_demo"),
+             f"forced by {forced.get('by')}: {forced.get('reason')}" if forced.get("forced_demo")
+             else "not forced"),
         Gate("broker adapter configured", bool(adapter) and adapter in ADAPTERS,
              f"execution.broker_adapter={adapter!r}; registered adapters: "
              f"{sorted(ADAPTERS) or 'none (no live adapter is shipped)'}"),

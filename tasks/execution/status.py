@@ -17,6 +17,7 @@ from tasks.execution.state import (
     load_portfolio,
     load_session_state,
 )
+from tasks.operator.overrides import operator_overrides
 from tasks.paths import Paths
 from tasks.settings import AppSettings
 
@@ -55,8 +56,12 @@ def status(paths: Paths, settings: AppSettings, today: pd.Timestamp) -> dict[str
         day = {k: (s or {}).get(k) for k in ("day_pnl", "day_pnl_pct")}
     qstate = quarantine.load_state(paths)
     q = quarantine.status(qstate, nxt, sessions_after(settings.data.calendar))
+    forced = operator_overrides(paths)
     return {
-        "mode": settings.execution.mode, "go_live_stage": settings.execution.go_live_stage,
+        "mode": "demo" if forced.get("forced_demo") else settings.execution.mode,
+        "configured_mode": settings.execution.mode,
+        "forced_demo": {k: forced.get(k) for k in ("forced_demo", "since", "by", "reason")},
+        "go_live_stage": settings.execution.go_live_stage,
         "last_session": last, "session_running": running, "next_session": nxt,
         "net_liquidity": nl, "positions": _positions(holdings), **day,
         "kill_switch": load_kill_switch(paths) or {"tripped": False, "session": None},

@@ -111,3 +111,15 @@ def dispatch_pending(paths: Paths, cfg: NotifySettings,
             result.sent += 1
     atomic_write_json(_state_path(paths), state)
     return result
+
+
+def notify_pending(paths: Paths, settings: Any) -> DispatchResult:
+    """What a flow calls at its end: send pending alerts if notifications are on (never raises)."""
+    cfg = settings.operator.notify
+    if not cfg.enabled:
+        return DispatchResult([])
+    try:
+        return dispatch_pending(paths, cfg)
+    except (OSError, ValueError) as exc:  # a broken state file must not fail a trading flow
+        log.error("notification dispatch failed: %s", exc)
+        return DispatchResult([], failed=["dispatch"])

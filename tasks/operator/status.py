@@ -12,13 +12,13 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.alerts import raise_alert, read_alerts
+from tasks.alerts import read_alerts
 from tasks.escalation.budget import budget_dir, read_budget
 from tasks.escalation.record import read_record
 from tasks.execution.quarantine import clear_quarantine as clear
 from tasks.execution.status import status as execution_status
-from tasks.io import atomic_write_json
 from tasks.models.registry import RegistryError, load_baseline, read_registry
+from tasks.operator import overrides
 from tasks.paths import Paths
 from tasks.plan.outputs import latest_paths
 from tasks.policy import current_policy
@@ -136,27 +136,11 @@ def recent_alerts(paths: Paths, n: int = 20) -> list[dict[str, Any]]:
     return read_alerts(paths)[-n:][::-1]
 
 
-def operator_path(paths: Paths) -> Path:
-    return state_dir(paths) / "operator.json"
-
-
-def operator_state(paths: Paths) -> dict[str, Any]:
-    """Operator overrides: ``forced_demo`` (with who/why/when) and their history."""
-    return read_json(operator_path(paths)) or {"forced_demo": False, "history": []}
-
-
 def force_demo(paths: Paths, settings: AppSettings, *, by: str, reason: str,
                at: str | None = None) -> dict[str, Any]:
-    """Force demo mode (recorded with who and why); live refuses to start until it is lifted."""
+    """Force demo mode now (who and why recorded); live refuses to start while it holds."""
     at = at or pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
-    state = operator_state(paths)
-    entry = {"at": at, "by": by, "reason": reason, "action": "force_demo"}
-    state = {"forced_demo": True, "since": at, "by": by, "reason": reason,
-             "history": [*state.get("history", []), entry]}
-    atomic_write_json(operator_path(paths), state)
-    raise_alert(paths, "forced_demo", session=at[:10], at=at, level="WARN", key=at,
-                data={"by": by, "reason": reason})
-    return state
+    return overrides.force_demo(paths, by=by, reason=reason, at=at)
 
 
 def clear_quarantine(paths: Paths, settings: AppSettings, *, by: str, reason: str,
@@ -190,15 +174,15 @@ def risk_status(paths: Paths, settings: AppSettings, today: pd.Timestamp | None 
     """Mode, book, day P&L, drawdown, vol regime, bucket and per-name use, kill switch, quarantine."""
     today = today if today is not None else pd.Timestamp.now().normalize()
     ex = execution_status(paths, settings, today)
-    op = operator_state(paths)
+    op = overrides.operator_overrides(paths)
     book = book_status(paths, settings)
     eq = equity_curve(paths)
     health = latest_health(paths) or {}
     vol_z = health.get("metrics", {}).get("regime", {}).get("mkt_vol_z")
     ks = ex["kill_switch"]
     return {
-        "mode": {"mode": "demo" if op.get("forced_demo") else ex["mode"],
-                 "configured": ex["mode"], "forced_demo": bool(op.get("forced_demo")),
+        "mode": {"mode": ex["mode"], "configured": ex["configured_mode"],
+                 "forced_demo": bool(op.get("forced_demo")),
                  "forced_by": op.get("by"), "forced_reason": op.get("reason"),
                  "go_live_stage": ex.get("go_live_stage"), "live_gates": ex.get("live_gates", [])},
         "net_liquidity": ex["net_liquidity"], "day_pnl_pct": ex.get("day_pnl_pct"),
