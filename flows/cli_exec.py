@@ -6,12 +6,12 @@ import json
 from collections.abc import Callable
 from enum import StrEnum
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tasks.paths import Paths
 from tasks.settings import load_settings
@@ -95,30 +95,22 @@ def tradelog_verify(
 
 def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    replay: Annotated[Path | None, typer.Option(help="A replay's state (reports/replay/<S>_<E>).")
+                      ] = None,
 ) -> None:
-    """Mode, book, day P&L, kill switch, quarantine and live gates."""
+    """Mode, book, day P&L, kill switch, quarantine, live gates, LLM budget, policy and alerts."""
+    from flows.cli_operator import paths_for, print_status
     from tasks.execution.status import status
+    from tasks.operator.status import snapshot
 
-    s = status(Paths.from_env(), load_settings(), pd.Timestamp.now())
+    paths, settings, now = paths_for(replay), load_settings(), pd.Timestamp.now()
+    s = status(paths, settings, now)
+    picture = snapshot(paths, settings, now.normalize())
     if as_json:
-        out.print(json.dumps(s, indent=2, default=str))
+        extra = {k: picture[k] for k in ("budget", "learning", "models", "alerts")}
+        out.print(json.dumps({**s, "risk": picture["risk"], **extra}, indent=2, default=str))
         return
-    pct = s.get("day_pnl_pct")
-    out.print(f"mode {s['mode']} (stage {s['go_live_stage']}); last session {s['last_session']}"
-              f"{' (running)' if s['session_running'] else ''}; net liquidity "
-              f"{s['net_liquidity']:,.2f}; day P&L "
-              f"{'n/a' if pct is None else format(pct, '.2%')}")
-    ks = s["kill_switch"]
-    out.print(f"kill switch: {'TRIPPED at ' + ks['at'] if ks.get('tripped') else 'armed'}"
-              f" (session {ks.get('session')}); quarantine for {s['next_session']}: "
-              f"{s['quarantine']['describe']}")
-    table = Table(title=f"positions ({len(s['positions'])})")
-    for col in ("symbol", "qty", "price", "stop", "take_profit", "bucket"):
-        table.add_column(col)
-    for p in s["positions"]:
-        table.add_row(*(str(p[c]) if not isinstance(p[c], float) else f"{p[c]:.2f}"
-                        for c in ("symbol", "qty", "price", "stop", "take_profit", "bucket")))
-    out.print(table)
+    print_status(s, picture)
     for g in s["live_gates"]:
         out.print(f"live gate {'ok ' if g['ok'] else 'NO '} {g['gate']}: {g['detail']}")
 

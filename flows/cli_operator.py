@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from tasks.alerts import read_alerts
 from tasks.operator.notify import dispatch_pending
-from tasks.paths import Paths
+from tasks.paths import Paths, SandboxPaths
 from tasks.settings import load_settings
 
 alerts_app = typer.Typer(help="Operator alerts and notifications.", invoke_without_command=True)
@@ -47,7 +48,20 @@ def alerts_cmd(
         out.print(f"sent {res.sent}; failed (will retry) {len(res.failed)}; given up {len(res.given_up)}")
 
 
+def paths_for(replay: Path | None) -> Paths:
+    """$HCP_HOME, or the state root of a replay folder (reports/replay/<S>_<E>)."""
+    home = Paths.from_env()
+    if replay is None:
+        return home
+    root = replay / "sandbox"
+    if not (root / "data" / "state").is_dir():
+        raise typer.BadParameter(f"{replay} holds no replay state (run `hcp replay ... --with-intraday`)")
+    return SandboxPaths(home.home, root)
+
+
 def serve_cmd(
+    replay: Annotated[Path | None, typer.Option(help="Serve a replay's state (reports/replay/<S>_<E>).")
+                      ] = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default operator.serve.host: loopback).")
                     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default operator.serve.port: 8051).")] = None,
@@ -64,4 +78,49 @@ def serve_cmd(
         console.print(f"[yellow]warning:[/yellow] binding to {host}: the API is reachable beyond "
                       "this machine; the POST endpoints still need the operator token")
     out.print(f"operator API on http://{host}:{port}/ (OpenAPI: /docs, /openapi.json)")
-    uvicorn.run(create_app(Paths.from_env(), settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(paths_for(replay), settings), host=host, port=port, log_level="warning")
+
+
+def _pct(v: Any, digits: int = 1) -> str:
+    return "n/a" if v is None or not isinstance(v, int | float) else f"{v:.{digits}%}"
+
+
+def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
+    """The dashboard's picture as rich tables."""
+    risk, budget, learn = s["risk"], s["budget"], s["learning"]
+    ks = ex["kill_switch"]
+    top = Table(title="hybrid control plane", show_header=True)
+    for col in ("mode", "net liquidity", "day P&L", "DD%", "vol regime", "LLM calls", "policy"):
+        top.add_column(col)
+    mode = ex["mode"] + (" (forced by operator)" if risk["mode"]["forced_demo"] else "")
+    top.add_row(mode, f"{ex['net_liquidity']:,.2f}", _pct(ex.get("day_pnl_pct"), 2),
+                _pct(risk["drawdown"], 2), str(risk["vol_regime"] or "n/a"),
+                f"{budget['used']}/{budget['limit']}", learn["policy_version"])
+    out.print(top)
+    out.print(f"last session {ex['last_session']}{' (running)' if ex['session_running'] else ''}; "
+              f"kill switch {'TRIPPED at ' + str(ks.get('at')) if ks.get('tripped') else 'armed'}; "
+              f"quarantine for {ex['next_session']}: {ex['quarantine']['describe']}")
+    buckets = Table(title="bucket usage")
+    for col in ("bucket", "used", "cap"):
+        buckets.add_column(col)
+    for name, cap in risk["caps"]["bucket_caps"].items():
+        buckets.add_row(name, _pct(risk["exposure"]["by_bucket"].get(name, 0.0), 2), _pct(cap))
+    out.print(buckets)
+    pos = Table(title=f"positions ({len(ex['positions'])})")
+    for col in ("symbol", "qty", "price", "stop", "take_profit", "bucket", "cap used"):
+        pos.add_column(col)
+    used = {p["symbol"]: p["used_of_cap"] for p in risk["positions"]}
+    for p in ex["positions"]:
+        pos.add_row(p["symbol"], str(p["qty"]), f"{p['price']:.2f}",
+                    "" if p["stop"] is None else f"{p['stop']:.2f}",
+                    "" if p["take_profit"] is None else f"{p['take_profit']:.2f}", p["bucket"],
+                    _pct(used.get(p["symbol"]), 0))
+    out.print(pos)
+    out.print(f"feature toggles off: {', '.join(learn['disabled_features']) or 'none'}; reward mix "
+              + ", ".join(f"{k} {v:.2f}" for k, v in learn["reward_coefficients"].items()))
+    alerts = Table(title="recent alerts")
+    for col in ("session", "level", "text"):
+        alerts.add_column(col)
+    for a in s["alerts"][:8]:
+        alerts.add_row(a["session"], a["level"], a["text"])
+    out.print(alerts)
