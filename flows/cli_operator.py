@@ -98,7 +98,7 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
                 f"{budget['used']}/{budget['limit']}", learn["policy_version"])
     out.print(top)
     out.print(f"last session {ex['last_session']}{' (running)' if ex['session_running'] else ''}; "
-              f"kill switch {'TRIPPED at ' + str(ks.get('at')) if ks.get('tripped') else 'armed'}; "
+              f"kill switch: {'TRIPPED at ' + str(ks.get('at')) if ks.get('tripped') else 'armed'}; "
               f"quarantine for {ex['next_session']}: {ex['quarantine']['describe']}")
     buckets = Table(title="bucket usage")
     for col in ("bucket", "used", "cap"):

@@ -21,6 +21,7 @@ from tasks.execution.positions import trail
 from tasks.execution.sessions import sessions_after, window
 from tasks.execution.settings import FillModelSettings
 from tasks.execution.state import Holding
+from tasks.operator.overrides import force_demo, operator_path
 from tasks.paths import Paths
 from tasks.settings import ConfigError, load_settings
 from tasks.trading_settings import RiskSettings
@@ -145,11 +146,15 @@ def test_live_refuses_unless_every_gate_holds(tmp_path):
         for name, (cfg, env) in cases.items():
             with pytest.raises(LiveGateError) as err:
                 require_live(paths, cfg, DAYS[5], env)
-            assert name in str(err.value) and "1 of 4 gates" in str(err.value)
+            assert name in str(err.value) and "1 of 5 gates" in str(err.value)
+        force_demo(paths, by="ops", reason="drill", at=f"{DAYS[5]}T12:00:00Z")
+        with pytest.raises(LiveGateError, match="1 of 5 gates do not hold:\n  - demo not forced"):
+            require_live(paths, good, DAYS[5], ok_env)
+        operator_path(paths).unlink()
         q.save_state(paths, _kills(DAYS[:3])[0])
         with pytest.raises(LiveGateError, match="no active quarantine"):
             require_live(paths, good, DAYS[4], ok_env)
-        with pytest.raises(LiveGateError, match="4 of 4 gates"):
+        with pytest.raises(LiveGateError, match="4 of 5 gates"):
             require_live(paths, load_settings(), DAYS[4], {})
         with pytest.raises(LiveGateError):  # run_session checks before doing anything
             run_session(paths, load_settings(), DAYS[5], mode="live")

@@ -17,7 +17,8 @@ class NotifySettings(_Section):
     enabled: bool = Field(False, description="Send alerts to the configured channels (off by default).")
     codes: list[str] = Field(
         ["kill_switch", "quarantine_activated", "quarantine_cleared", "escalation",
-         "escalation_no_change", "budget_exhausted", "remote_unavailable", "health_error"],
+         "escalation_no_change", "budget_exhausted", "remote_unavailable", "health_error",
+         "forced_demo"],
         description="Alert codes that are sent (see tasks/alerts.py).")
     webhook_url_env: str = Field(
         "HCP_NOTIFY_WEBHOOK_URL", description="Env var holding a webhook URL (JSON POST of the alert).")

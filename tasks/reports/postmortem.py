@@ -22,6 +22,7 @@ import pandas as pd
 from tasks.alerts import read_alerts
 from tasks.escalation import inputs as ins
 from tasks.escalation.record import read_record
+from tasks.execution.tradelog import TradeLogError, read_records
 from tasks.io import atomic_write
 from tasks.paths import Paths
 from tasks.policy import current_policy
@@ -36,16 +37,11 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def trade_records(paths: Paths, day: str) -> list[dict[str, Any]]:
-    """Trade-log records of the session (the execution side's reader when it is installed)."""
+    """Trade-log records of the session; a log that fails verification is reported, not read."""
     try:
-        from tasks.execution.tradelog import read_records  # type: ignore[import-not-found]
-    except ImportError:
-        path = paths.data / "state" / "tradelog.jsonl"
-        if not path.is_file():
-            return []
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [r for r in rows if r.get("session") == day]
-    return list(read_records(paths, session=day))
+        return list(read_records(paths, session=day))
+    except TradeLogError as exc:
+        return [{"event": "tradelog_unverified", "detail": str(exc)}]
 
 
 def _trades(records: list[dict[str, Any]]) -> dict[str, Any]:
