@@ -11,15 +11,12 @@ version or a rollback); :func:`diff_versions` shows a git-style diff of two vers
 from __future__ import annotations
 
 import difflib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.io import atomic_write_json, to_json_bytes
+from tasks.io import atomic_write_json, exclusive_lock, to_json_bytes
 from tasks.paths import Paths
 from tasks.settings import AppSettings
 
@@ -28,18 +25,9 @@ def policy_dir(paths: Paths) -> Path:
     return paths.data / "state" / "policy"
 
 
-@contextmanager
-def policy_lock(paths: Paths) -> Iterator[None]:
+def policy_lock(paths: Paths):
     """Exclusive lock for a read-modify-write of the version in force."""
-    folder = policy_dir(paths)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return exclusive_lock(policy_dir(paths) / ".lock")
 
 
 def policy_version(policy: dict[str, Any]) -> str:

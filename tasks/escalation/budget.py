@@ -9,16 +9,13 @@ crash can never reset the budget.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, exclusive_lock
 from tasks.paths import Paths
 
 
@@ -39,17 +36,8 @@ class Reservation:
     limit: int
 
 
-@contextmanager
-def _locked(paths: Paths, session: str) -> Iterator[None]:
-    folder = budget_dir(paths)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f".{session}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+def _locked(paths: Paths, session: str):
+    return exclusive_lock(budget_dir(paths) / f".{session}.lock")
 
 
 def read_budget(paths: Paths, session: str, limit: int) -> dict[str, Any]:

@@ -9,15 +9,11 @@ has an entry for a call type reuses it and sends nothing. Writers hold a per-ses
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, exclusive_lock
 from tasks.paths import Paths
 
 
@@ -33,18 +29,9 @@ def record_path(paths: Paths, session: str) -> Path:
     return paths.reports / "escalations" / f"{session}.json"
 
 
-@contextmanager
-def session_lock(paths: Paths, session: str) -> Iterator[None]:
+def session_lock(paths: Paths, session: str):
     """Exclusive lock on one session's escalations (blocking: calls are serialised)."""
-    folder = paths.data / "runs" / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"escalation_{session}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    return exclusive_lock(paths.data / "runs" / "locks" / f"escalation_{session}.lock")
 
 
 def read_record(paths: Paths, session: str) -> dict[str, Any]:

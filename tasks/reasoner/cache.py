@@ -7,14 +7,12 @@ no model again.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, exclusive_lock
 from tasks.paths import Paths
 
 
@@ -26,10 +24,7 @@ def cached(paths: Paths, session: str, key: str, produce: Callable[[], dict[str,
            ) -> dict[str, Any]:
     """The stored answer under ``key``, else ``produce()`` stored and returned."""
     path = cache_path(paths, session)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(path.with_suffix(".lock")):
         data = json.loads(path.read_text()) if path.is_file() else {}
         if key in data:
             return data[key]
@@ -37,6 +32,3 @@ def cached(paths: Paths, session: str, key: str, produce: Callable[[], dict[str,
         data[key] = value
         atomic_write_json(path, data)
         return value
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
