@@ -149,7 +149,11 @@ def test_no_valid_answer_anywhere_changes_nothing_and_alerts(home, harness, fake
     assert len(list_versions(home, load_settings())) == 1
 
 
-def test_postmortem_states_execution_facts_when_state_exists(home, harness, fake):
+def test_postmortem_states_execution_facts_when_state_exists(home, harness, fake, monkeypatch):
+    from tasks.reports import postmortem
+
+    # the hand-written log below has no hash chain: read it as plain JSON lines
+    monkeypatch.setattr(postmortem, "_execution_reader", lambda: None)
     monkey_state(home)
     fake.push(("json", completion(regime_answer([]))))
     fake.push(("json", completion(json.dumps({
@@ -201,3 +205,17 @@ def monkey_state(home: Paths) -> None:
     log, _ = TradeLog.open(home)
     for r in rows:
         log.append(r)
+
+
+def test_postmortem_reports_an_unreadable_trade_log(home, harness, fake, monkeypatch):
+    from tasks.reports import postmortem
+
+    def broken(paths, session=None):
+        raise ValueError("record at line 3 breaks the hash chain")
+
+    monkeypatch.setattr(postmortem, "_execution_reader", lambda: broken)
+    monkeypatch.setenv("HCP_ESCALATION__ENABLED", "false")
+    nightly(date=DAY)
+    md = (home.reports / "postmortems" / f"{DAY}.md").read_text()
+    assert "The trade log could not be read: ValueError: record at line 3 breaks" in md
+    assert "Verify data/state/tradelog.jsonl" in md and "No daily plan for 2021-12-30." in md

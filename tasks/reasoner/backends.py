@@ -7,6 +7,7 @@ records (unavailable, timeout, http_error, truncated, declined) and moves past.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from typing import Any
 
@@ -22,6 +23,14 @@ def _finish(content: str, truncated: bool, json_mode: bool) -> str:
     if truncated and json_mode:
         raise BackendFailed("truncated", "stopped at the token limit")
     return content.rstrip() + " …" if truncated and content.strip() else content
+
+
+def _close_models() -> None:
+    """Free in-process models before the interpreter tears llama_cpp down."""
+    with _LLAMA_LOCK:
+        for model in _LLAMA.values():
+            model.close()
+        _LLAMA.clear()
 
 
 class OllamaBackend:
@@ -85,6 +94,8 @@ class LlamaCppBackend:
             raise BackendFailed("unavailable", "llama-cpp-python is not installed") from exc
         key = (self.cfg.gguf_path, self.cfg.n_ctx, self.cfg.n_threads, self.cfg.seed)
         with _LLAMA_LOCK:
+            if not _LLAMA:
+                atexit.register(_close_models)
             if key not in _LLAMA:
                 _LLAMA[key] = llama_cpp.Llama(model_path=self.cfg.gguf_path, n_ctx=self.cfg.n_ctx,
                                               n_threads=self.cfg.n_threads, seed=self.cfg.seed,

@@ -36,18 +36,24 @@ def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def trade_records(paths: Paths, day: str) -> list[dict[str, Any]]:
-    """Trade-log records of the session; a log that fails verification is reported, not read."""
+def _execution_reader() -> Any:
+    """The execution side's trade-log reader (it verifies the hash chain)."""
+    return read_records
+
+
+def trade_records(paths: Paths, day: str) -> tuple[list[dict[str, Any]], str | None]:
+    """(trade-log records of the session, why the log could not be read or None)."""
     try:
-        return list(read_records(paths, session=day))
-    except TradeLogError as exc:
-        return [{"event": "tradelog_unverified", "detail": str(exc)}]
+        return list(_execution_reader()(paths, session=day)), None
+    except (TradeLogError, OSError, ValueError) as exc:  # a bad log is a finding, not a crash
+        return [], f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def _trades(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _trades(read: tuple[list[dict[str, Any]], str | None]) -> dict[str, Any]:
+    records, error = read
     exits = [r for r in records if r.get("pnl") is not None]
     pnl = [float(r["pnl"]) for r in exits]
-    return {"records": len(records), "by_event": dict(sorted(Counter(
+    return {"error": error, "records": len(records), "by_event": dict(sorted(Counter(
         str(r.get("event")) for r in records).items())), "exits": len(exits),
         "winners": sum(p > 0 for p in pnl), "losers": sum(p < 0 for p in pnl),
         "realised_pnl": round(sum(pnl), 2) if pnl else None,
@@ -175,6 +181,8 @@ def root_causes(f: dict[str, Any]) -> list[str]:
                    f"{real['expected_hit_rate']:.1%} over {real['orders']} orders.")
     for e in (f["health"] or {}).get("errors", []):
         out.append(f"Health ERROR: {e}.")
+    if f["trades"]["error"]:
+        out.append(f"The trade log could not be read: {f['trades']['error']}")
     clamps = (f["plan"] or {}).get("clamps", {})
     if clamps:
         name, n = max(clamps.items(), key=lambda kv: kv[1])
@@ -206,6 +214,9 @@ def recommendations(f: dict[str, Any]) -> list[str]:
         out.append("Feature drift above the PSI limit: compare with the shadow model or retrain.")
     if any(w.startswith("quality") for w in warnings):
         out.append("Calibration worse than validation: consider retraining the baseline.")
+    if f["trades"]["error"]:
+        out.append("Verify data/state/tradelog.jsonl (hash chain) before the next session; "
+                   "the session's trades are not in this report.")
     if (f["execution"] or {}).get("kill_switch"):
         out.append("Stay in demo until the quarantine rules or a SANITY_JUDGE answer clear it.")
     return out or ["No action needed."]

@@ -109,6 +109,10 @@ P&L by bucket, fills and intraday clamps are unknown.
 
 ## Trades
 
+{% if f.trades.error %}
+The trade log could not be read: {{ f.trades.error }}
+
+{% endif %}
 {% if f.trades.records %}
 {{ f.trades.records }} trade-log record(s) ({{ f.trades.by_event|num }}); {{ f.trades.exits }} exit(s), {{ f.trades.winners }} winner(s), {{ f.trades.losers }} loser(s), realised P&L {{ f.trades.realised_pnl|num }}.
 
@@ -235,7 +239,7 @@ kill switch {{ f.execution.kill_switch|num }}, orders {{ f.execution.orders }}, 
 <table><tr><th>bucket</th><th>P&amp;L</th></tr>{% for k, v in f.execution.pnl_by_bucket.items() %}
 <tr><td>{{ k }}</td><td>{{ v|pct }}</td></tr>{% endfor %}</table>
 {% else %}<p>No execution record for {{ f.session }}: P&amp;L, fills and intraday clamps are unknown.</p>{% endif %}
-<h2>Trades</h2><p>{{ f.trades.records }} record(s), {{ f.trades.exits }} exit(s), realised P&amp;L {{ f.trades.realised_pnl|num }}.</p>
+<h2>Trades</h2>{% if f.trades.error %}<p><b>The trade log could not be read:</b> {{ f.trades.error }}</p>{% endif %}<p>{{ f.trades.records }} record(s), {{ f.trades.exits }} exit(s), realised P&amp;L {{ f.trades.realised_pnl|num }}.</p>
 <h2>Plan traded in session {{ f.session }}</h2>
 {% if f.plan_traded %}<p>prepared as of {{ f.plan_traded.as_of }}: {{ f.plan_traded.orders }} order(s), policy {{ f.plan_traded.policy_versions|join(', ') }}</p>{% else %}<p>No earlier plan on file.</p>{% endif %}
 <h2>Plan prepared as of {{ f.session }}</h2>
