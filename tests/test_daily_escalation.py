@@ -149,11 +149,7 @@ def test_no_valid_answer_anywhere_changes_nothing_and_alerts(home, harness, fake
     assert len(list_versions(home, load_settings())) == 1
 
 
-def test_postmortem_states_execution_facts_when_state_exists(home, harness, fake, monkeypatch):
-    from tasks.reports import postmortem
-
-    # the hand-written log below has no hash chain: read it as plain JSON lines
-    monkeypatch.setattr(postmortem, "_execution_reader", lambda: None)
+def test_postmortem_states_execution_facts_when_state_exists(home, harness, fake):
     monkey_state(home)
     fake.push(("json", completion(regime_answer([]))))
     fake.push(("json", completion(json.dumps({
