@@ -233,3 +233,18 @@ def test_sanity_judge_hook_failure_and_override(tmp_path):
     state = quarantine.load_state(paths2)
     assert state["cooloff"]["cleared"]["source"] == "sanity_judge"
     assert "quarantine_cleared" in [a["code"] for a in read_alerts(paths2)]
+
+
+@pytest.mark.parametrize(("max_position_pct", "held"), [(None, 15), (0.005, 5)])
+def test_the_policy_in_force_tightens_the_intraday_clamps(tmp_path, max_position_pct, held):
+    """A SANITY_JUDGE per-name cap in the current policy binds entries as the daily plan's does."""
+    from tasks.policy import current_policy, save_policy
+
+    paths, cfg = Paths(tmp_path), settings()
+    if max_position_pct is not None:
+        policy, version = current_policy(paths, cfg)
+        save_policy(paths, {**policy, "live_changes": {"max_position_pct": max_position_pct}},
+                    version, "test", f"{PREV}T20:00:00Z")
+    write_plan(paths, PREV, [plan_row("X", 15, 100.0, 2.0)])  # 1,500 = 1.5% of 100,000
+    run_session(paths, cfg, SESSION, bars=bars(SESSION, {"X": [(100, 100.5, 99.5, 100)]}))
+    assert {h.qty for h in load_portfolio(paths, cfg).holdings.values()} == {held}

@@ -33,6 +33,7 @@ from tasks.execution.state import (
 from tasks.execution.tradelog import TradeLog
 from tasks.paths import Paths
 from tasks.plan.runs import session_lock
+from tasks.policy import policy_settings
 from tasks.settings import AppSettings
 
 Steps = list[tuple[str, str, dict[str, Bar]]]
@@ -123,7 +124,7 @@ def execute(paths: Paths, settings: AppSettings, prep: Prepared, *,
     from tasks.escalation.sanity import sanity_judge_hook
 
     sanity_judge = sanity_judge or sanity_judge_hook
-    risk = stage_risk(settings)
+    risk = stage_risk(policy_settings(settings, prep.policy))  # both only tighten the limits
     broker = make_broker(paths, settings, prep.mode, prep.session)
     log, side = TradeLog.open(paths, recovery={
         "timestamp": prep.open_ts, "session": prep.session, "mode": prep.mode,
