@@ -21,7 +21,7 @@ from tasks.models.registry import RegistryError, load_baseline, read_registry
 from tasks.operator import overrides
 from tasks.paths import Paths
 from tasks.plan.outputs import latest_paths
-from tasks.policy import current_policy
+from tasks.policy import current_policy, policy_dir, policy_settings
 from tasks.risk.clamps import exposures
 from tasks.settings import AppSettings
 from tasks.state import load_book, state_dir
@@ -68,9 +68,9 @@ def latest_session(paths: Paths) -> dict[str, Any] | None:
     return read_json(path) if path else None
 
 
-def risk_caps(settings: AppSettings) -> dict[str, Any]:
-    """The limits in force (config may only have tightened the hard ceilings)."""
-    risk = settings.risk
+def risk_caps(paths: Paths, settings: AppSettings) -> dict[str, Any]:
+    """The limits in force: the hard ceilings as tightened by config and the current policy."""
+    risk = policy_settings(settings, current_policy(paths, settings)[0]).risk
     return {"bucket_caps": dict(risk.bucket_caps), "per_name": dict(risk.per_name),
             "top5_max": risk.top5_max, "single_ticker_max": risk.single_ticker_max,
             "single_sector_max": risk.single_sector_max}
@@ -80,7 +80,7 @@ def book_status(paths: Paths, settings: AppSettings) -> dict[str, Any]:
     """Net liquidity, positions, exposure by bucket/sector and each name's use of its cap."""
     book, source = load_book(paths, settings)
     exp = exposures(book)
-    per_name = settings.risk.per_name
+    per_name = risk_caps(paths, settings)["per_name"]
     names = [{"symbol": p.symbol, "bucket": p.bucket, "sector": p.sector, "qty": p.qty,
               "exposure": p.exposure / book.net_liquidity,
               "cap": per_name.get(p.bucket), "used_of_cap": (p.exposure / book.net_liquidity)
@@ -126,7 +126,9 @@ def plan_rows(paths: Paths, limit: int = 50) -> list[dict[str, Any]]:
 def learning(paths: Paths, settings: AppSettings) -> dict[str, Any]:
     """Feature toggles, reward mix and the policy version in force."""
     policy, version = current_policy(paths, settings)
-    return {"policy_version": version, "disabled_features": policy.get("disabled_features", []),
+    stored = read_json(policy_dir(paths) / f"{version}.json") or {}
+    return {"policy_version": version, "created_at": stored.get("created_at"),
+            "disabled_features": policy.get("disabled_features", []),
             "reward_coefficients": policy.get("reward_coefficients", {}),
             "blend_weights": policy.get("blend_weights", {}),
             "do_not_trade": policy.get("do_not_trade", [])}
@@ -188,7 +190,8 @@ def risk_status(paths: Paths, settings: AppSettings, today: pd.Timestamp | None 
         "net_liquidity": ex["net_liquidity"], "day_pnl_pct": ex.get("day_pnl_pct"),
         "drawdown": eq[-1].get("drawdown") if eq else None,
         "vol_regime": vol_badge(vol_z), "vol_z": vol_z,
-        "exposure": book["exposure"], "caps": risk_caps(settings), "positions": book["positions"],
+        "exposure": book["exposure"], "caps": risk_caps(paths, settings),
+        "positions": book["positions"],
         "kill_switch": {**ks, "state": "tripped" if ks.get("tripped") else "armed"},
         "quarantine": ex["quarantine"],
     }
