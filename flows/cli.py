@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli_exec import register as register_execution
@@ -188,6 +189,7 @@ def features_cmd(
 
 def _daily(date: str, force: bool) -> None:
     from flows.daily import daily
+    from tasks.health.checks import empty_book_line
 
     res = daily(as_of=date, force=force)
     state = "unchanged (same inputs; nothing recomputed)" if res.cached else res.status
@@ -197,8 +199,12 @@ def _daily(date: str, force: bool) -> None:
             out.print(f"  {name:12s} {res.outputs[name]}")
     for err in res.errors:
         console.print(f"[red]ERROR[/red] {err}")
+    shown = (res.empty_book or {}).get("message")
     for warn in res.warnings:
-        console.print(f"[yellow]WARNING[/yellow] {warn}")
+        if warn != shown:  # the empty book gets its own line below
+            console.print(f"[yellow]WARNING[/yellow] {warn}")
+    if res.empty_book:
+        out.print(f"[bold red]{escape(empty_book_line(res.empty_book))}[/bold red]")
     if res.status == "ERROR":
         console.print("[red]stop trading:[/red] the plan was written without orders")
         raise typer.Exit(3)
@@ -263,6 +269,9 @@ def replay_cmd(
     out.print(f"replayed {res.sessions} sessions {res.start}..{res.end} ({res.skipped} unchanged), "
               f"{res.seconds_per_session:.2f} s/session")
     out.print(f"summary {res.summary_path}; per-session table {res.table_path}")
+    empty = rp.empty_book_summary(json.loads(Path(res.summary_path).read_text()))
+    out.print(f"[bold red]{escape(empty)}[/bold red]" if empty
+              else "empty book: none (every session with a BUY signal has a BUY order)")
     if res.equity_path:
         out.print(f"equity curve {res.equity_path} (+ .png); replay state {res.state_root}")
 
@@ -278,10 +287,32 @@ def demo_cmd() -> None:
     paths = Paths.from_env()
     active = read_registry(paths).get("active")
     if active is None or "payoff" not in load_baseline(paths, active).manifest:
-        train_cmd(start=None, train_end=None, baseline=None)
+        res = _train(None, None, None)
+        if not res.promoted and read_registry(paths).get("active") is None \
+                and not res.leakage_suspect:
+            _promote(paths, Slot.active, res.baseline_id, force=True, reason=DEMO_REASON,
+                     by="hcp demo")
     else:
         out.print(f"active baseline {active} already trained (hcp train to retrain)")
+    _say_active_skill(paths)
     _daily("latest", force=False)
+
+
+DEMO_REASON = "demo market: run the pipeline end to end"
+
+
+def _say_active_skill(paths: Paths) -> None:
+    """Print the active model's skill verdict; a model without measured skill is never hidden."""
+    from tasks.models.skill import SKILLED, active_skill, headline
+
+    bid, rec = active_skill(paths)
+    if bid is None:
+        return
+    if rec["verdict"] == SKILLED:
+        out.print(f"active baseline {bid}: {headline(rec)}")
+    else:
+        console.print(f"[yellow]WARNING[/yellow] active baseline {bid} has no measured skill: "
+                      f"{headline(rec, promoted_note='')} Its plans are for demonstration only.")
 
 
 class Slot(StrEnum):
@@ -292,6 +323,16 @@ class Slot(StrEnum):
 class ScoreSource(StrEnum):
     parquet = "parquet"
     csv = "csv"
+
+
+def _user() -> str:
+    """Who runs the command (for the registry's override log)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in this environment
+        return "unknown"
 
 
 def _now() -> str:
@@ -306,19 +347,34 @@ def train_cmd(
                          ] = None,
     baseline: Annotated[str | None, typer.Option(help="Baseline id (default derived).")] = None,
 ) -> None:
-    """Walk-forward train the ensemble, calibrate per regime, write reports; promote if first."""
+    """Walk-forward train the ensemble, calibrate per regime, write reports; promote if no model
+    is active and the baseline has measured skill (the output says why not otherwise)."""
+    _train(start, train_end, baseline)
+
+
+def _train(start: str | None, train_end: str | None, baseline: str | None):
+    """Train, print the metrics, the skill verdict and whether (and why not) it was promoted."""
     from tasks.models.pipeline import run_training
+    from tasks.models.skill import SKILLED, headline
 
     settings, paths = load_settings(), Paths.from_env()
     with step_bar("training") as progress:
         res = run_training(paths, settings, _now(), start, train_end, baseline, progress=progress)
-    cols = ["horizon", "n", "auc", "brier_skill", "ece", "ic_mean", "icir", "lift_at_10"]
+    cols = ["horizon", "n", "auc", "brier_skill", "ece", "ic_mean", "ic_t_nw", "icir",
+            "lift_at_10"]
     out.print(res.overall[[c for c in cols if c in res.overall]].to_string(index=False))
     if res.leakage_suspect:
         console.print(f"[red]presumed leakage[/red] (OOS AUC too high) for {res.leakage_suspect}: "
                       "not promoted; inspect the features before using this baseline")
     out.print(f"baseline {res.baseline_id}: models {res.model_dir}; OOS {res.oos_path}; "
               f"report {res.report_dir}" + ("; promoted to active" if res.promoted else ""))
+    if res.skill:
+        skilled = res.skill.get("verdict") == SKILLED
+        (out if skilled else console).print(
+            ("skill: " if skilled else "[yellow]skill:[/yellow] ") + headline(res.skill, ""))
+    if not res.promoted:
+        out.print(f"not promoted to active: {res.promotion}")
+    return res
 
 
 @app.command("score")
@@ -360,11 +416,35 @@ def score_cmd(
 def promote_cmd(
     to: Annotated[Slot, typer.Option("--to", help="Registry slot.")],
     baseline_id: Annotated[str, typer.Option("--id", help="Baseline id.")],
+    force: Annotated[bool, typer.Option(help="Put a baseline without measured skill into the "
+                                             "active slot (needs --reason; logged).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why the skill gate is overridden "
+                                                    "(with --force).")] = None,
+    by: Annotated[str | None, typer.Option(help="Who overrides (default: the OS user).")] = None,
 ) -> None:
-    """Put a baseline into the active or shadow slot."""
-    from tasks.models.registry import promote
+    """Put a baseline into the active or shadow slot (active: skilled, or --force --reason)."""
+    _promote(Paths.from_env(), to, baseline_id, force=force, reason=reason, by=by)
 
-    reg = promote(Paths.from_env(), baseline_id, to.value, _now())
+
+def _promote(paths: Paths, to: Slot, baseline_id: str, *, force: bool = False,
+             reason: str | None = None, by: str | None = None) -> None:
+    """Promote; a refused skill gate is one line and exit 2; a forced override is printed."""
+    from rich.markup import escape
+
+    from tasks.models.registry import SkillGateError, promote
+
+    try:
+        reg = promote(paths, baseline_id, to.value, _now(), force=force, reason=reason,
+                      by=by or _user())
+    except SkillGateError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    last = reg["history"][-1]
+    if last.get("forced"):
+        console.print(f"[yellow]skill gate overridden:[/yellow] baseline {baseline_id} "
+                      f"(verdict {last['skill_verdict']}) promoted to active by "
+                      f"{escape(last['by'])} at {last['at']}: {escape(last['reason'])} "
+                      "(logged in the registry history)", soft_wrap=True)
     out.print(f"active: {reg['active']}  shadow: {reg['shadow']}")
 
 

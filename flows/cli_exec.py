@@ -107,7 +107,7 @@ def status_cmd(
     s = status(paths, settings, now)
     picture = snapshot(paths, settings, now.normalize())
     if as_json:
-        extra = {k: picture[k] for k in ("budget", "learning", "models", "alerts")}
+        extra = {k: picture[k] for k in ("budget", "learning", "models", "alerts", "empty_book")}
         out.print(json.dumps({**s, "risk": picture["risk"], **extra}, indent=2, default=str))
         return
     print_status(s, picture)

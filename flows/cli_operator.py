@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tasks.alerts import read_alerts
@@ -97,6 +98,9 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
                 _pct(risk["drawdown"], 2), str(risk["vol_regime"] or "n/a"),
                 f"{budget['used']}/{budget['limit']}", learn["policy_version"])
     out.print(top)
+    eb = s.get("empty_book")
+    if eb:
+        out.print(f"[bold red]session {eb['session']}: {escape(eb['line'])}[/bold red]")
     out.print(f"last session {ex['last_session']}{' (running)' if ex['session_running'] else ''}; "
               f"kill switch: {'TRIPPED at ' + str(ks.get('at')) if ks.get('tripped') else 'armed'}; "
               f"quarantine for {ex['next_session']}: {ex['quarantine']['describe']}")

@@ -48,6 +48,7 @@ class DailyResult:
     cached: bool
     errors: list[str]
     warnings: list[str]
+    empty_book: dict | None = None  # BUY signals but no BUY order: the step that zeroed the book
 
 
 def resolve_as_of(as_of: str | None, store: Path, calendar: str,
@@ -358,9 +359,12 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
         alerts_task(paths, settings, d, health)
         logger.info("session %s: %s, %d orders -> %s", d, record["status"], len(decision.plan),
                     written["plan"])
+        if health.get("empty_book"):
+            logger.warning("session %s: %s", d, health["empty_book"]["message"])
         return _result(record, cached=False)
 
 
 def _result(record: dict, cached: bool) -> DailyResult:
     return DailyResult(record["key_parts"]["session"], record["status"], record["n_orders"],
-                       record["paths"], cached, record["errors"], record["warnings"])
+                       record["paths"], cached, record["errors"], record["warnings"],
+                       record.get("empty_book"))

@@ -23,6 +23,7 @@ deterministic, a second one writes the same bytes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ def run_replay(start: str, end: str, force: bool = False, progress: Progress | N
         rows.append({**row, **done})
         if progress:
             progress(i + 1, len(days), f"{day.date()} {row['status']} {row['orders']} orders"
+                     + (f", empty book ({row['empty_book_step']})"
+                        if row.get("empty_book_step") else "")
                      + (f", day P&L {done['day_pnl_pct']:.2%}" if done else ""))
     elapsed = time.perf_counter() - tick
     return _summarise(home, days, rows, skipped, elapsed, active.baseline_id,
@@ -154,7 +157,8 @@ def _replay_one(day, paths, settings: AppSettings, hist, scores, shadow_scores, 
 
     d = day.date().isoformat()
     if not (hist.features["date"] == day).any():
-        return {"date": d, "status": "NO_DATA", "orders": 0, "cached": False}
+        return {"date": d, "status": "NO_DATA", "orders": 0, "empty_book_step": "",
+                "cached": False}
     with runs.session_lock(paths, d):
         st = session_state(day, paths, settings, active, shadow)
         key, parts = st.key, st.parts
@@ -185,13 +189,15 @@ def _row(d: str, record: dict, cached: bool) -> dict:
             "coverage_pct": record.get("coverage_pct"), "gross_exposure":
             record.get("gross_exposure"), "n_warnings": len(record["warnings"]),
             "errors": "; ".join(record["errors"]), "plan": record["paths"]["plan"],
-            "cached": cached}
+            "empty_book_step": (record.get("empty_book") or {}).get("step", ""),
+            "empty_book": record.get("empty_book"), "cached": cached}
 
 
 def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: float,
                model_id: str, state: Paths | None = None) -> ReplayResult:
     s, e = days[0].date().isoformat(), days[-1].date().isoformat()
     folder = replay_folder(paths, days)
+    empty = [r.pop("empty_book", None) for r in rows]
     table = pd.DataFrame(rows)
     table_path = atomic_write(folder / "sessions.csv", lambda t: table.to_csv(
         t, index=False, lineterminator="\n", float_format="%.6f"))
@@ -201,6 +207,7 @@ def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: floa
         "status_counts": {k: int(v) for k, v in table["status"].value_counts().sort_index().items()},
         "orders_total": int(table["orders"].sum()),
         "sessions_with_orders": int((table["orders"] > 0).sum()),
+        **empty_book_tally(empty),
         "coverage_pct": {"median": _num(cov.median()), "min": _num(cov.min()),
                          "max": _num(cov.max())},
         "sessions_table": str(table_path),
@@ -214,6 +221,35 @@ def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: floa
     per = elapsed / max(1, len(rows))
     return ReplayResult(s, e, len(rows), skipped, summary_path, table_path, per, equity,
                         state.root if isinstance(state, SandboxPaths) else None)
+
+
+def empty_book_tally(books: list[dict | None]) -> dict:
+    """Sessions whose fusion said BUY but whose plan holds no BUY order: how many, how many
+    per step that zeroed the book (the session's main step), and the BUY signals each step
+    zeroed over the span."""
+    books = [b for b in books if b]
+    steps: dict[str, int] = {}
+    signals: dict[str, int] = {}
+    for b in books:
+        steps[b["step"]] = steps.get(b["step"], 0) + 1
+        for step, n in b.get("by_step", {}).items():
+            signals[step] = signals.get(step, 0) + int(n)
+    return {"empty_book_sessions": len(books), "empty_book_by_step": _by_count(steps),
+            "empty_book_signals_by_step": _by_count(signals)}
+
+
+def _by_count(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def empty_book_summary(summary: dict) -> str | None:
+    """The replay's empty-book line for a person (None when no session had an empty book)."""
+    n = summary.get("empty_book_sessions", 0)
+    if not n:
+        return None
+    why = ", ".join(f"{k} {v}" for k, v in summary.get("empty_book_by_step", {}).items())
+    return (f"EMPTY BOOK in {n} of {summary['sessions']} session(s) (BUY signals, no order); "
+            f"zeroed by (sessions): {why}")
 
 
 def _num(v) -> float | None:
@@ -233,4 +269,7 @@ def replay(start: str, end: str, force: bool = False, with_intraday: bool = Fals
     res = run_replay(start, end, force, progress=progress, with_intraday=with_intraday)
     logger.info("replayed %d sessions (%d unchanged) -> %s", res.sessions, res.skipped,
                 res.summary_path)
+    line = empty_book_summary(json.loads(res.summary_path.read_text()))
+    if line:
+        logger.warning("%s", line)
     return res

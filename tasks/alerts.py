@@ -39,6 +39,7 @@ TEXTS: dict[str, str] = {
     "reasoner_offline": "Local reasoner offline—using RL-only mode",
     "rl_missing": "RL models unavailable—reduced position sizing",
     "health_error": "Daily health ERROR: {errors}",
+    "empty_book": "{message}",
     "forced_demo": "Demo mode forced by {by}: {reason}",
     "tradelog_repaired": "Trade log: torn last record moved aside to {side_file} (noted in the chain)",
 }
@@ -119,7 +120,8 @@ def read_alerts(paths: Paths, session: str | None = None) -> list[dict[str, Any]
 
 
 def alert_health(paths: Paths, session: str, health: dict[str, Any], at: str) -> list[dict[str, Any]]:
-    """The daily health's operator alerts: ERROR (stop trading) and missing RL hints."""
+    """The daily health's operator alerts: ERROR (stop trading), missing RL hints, and an empty
+    book (BUY signals but no BUY order; the text names the step that zeroed it)."""
     summary = health.get("summary", {})
     raised = []
     if summary.get("status") == "ERROR":
@@ -127,4 +129,7 @@ def alert_health(paths: Paths, session: str, health: dict[str, Any], at: str) ->
                                   data={"errors": "; ".join(summary.get("errors", []))}))
     if any(w.startswith("RL models unavailable") for w in summary.get("warnings", [])):
         raised.append(raise_alert(paths, "rl_missing", session=session, at=at, level="WARN"))
+    if health.get("empty_book"):
+        raised.append(raise_alert(paths, "empty_book", session=session, at=at, level="WARN",
+                                  data=dict(health["empty_book"])))
     return [r for r in raised if r is not None]

@@ -157,6 +157,18 @@ class CatBoostSettings(_Section):
     l2_leaf_reg: float = Field(3.0, ge=0, le=1000, description="L2 regularisation of leaves.")
 
 
+class SkillSettings(_Section):
+    min_brier_skill: float = Field(
+        0.0, ge=-1.0, le=1.0, description="Skilled needs the plan horizon's out-of-sample Brier "
+        "skill (calibrated P(win) vs the base rate) strictly above this.")
+    min_ic_t: float = Field(
+        2.0, ge=0.0, le=20.0, description="Skilled also needs the Newey-West t of the daily rank "
+        "IC (P(win) vs forward return, lag h-1) at or above this.")
+    live_requires_skill: bool = Field(
+        True, description="Live mode: an active model without measured skill (verdict no_skill "
+        "or unknown) is a failing live gate. Demo/paper mode runs with a health warning.")
+
+
 class ModelSettings(_Section):
     first_test_year: int = Field(
         2005, ge=1990, le=2100,
@@ -190,6 +202,9 @@ class ModelSettings(_Section):
     rf: RandomForestSettings = Field(default_factory=RandomForestSettings, description="Random forest.")
     xgb: XGBoostSettings = Field(default_factory=XGBoostSettings, description="XGBoost.")
     cat: CatBoostSettings = Field(default_factory=CatBoostSettings, description="CatBoost.")
+    skill: SkillSettings = Field(
+        default_factory=SkillSettings, description="Skill gate: thresholds of the verdict that "
+        "decides automatic promotion and the live gate.")
 
 
 class AppSettings(BaseSettings):

@@ -92,26 +92,50 @@ class RiskSettings(_Section):
 
 
 class GuardrailSettings(_Section):
+    """The sizing chain (README "Sizing"): every amount scales with net liquidity."""
+
     account_cash: float = Field(
         100_000.0, gt=0, description="Net liquidity the plan is sized against when no portfolio "
         "state exists yet (the per-name cap of 1.5% needs an account that can hold one share).")
-    per_trade_target: float = Field(1_500.0, gt=0, description="Most cash for one new position.")
-    max_positions: int = Field(8, ge=1, le=500, description="Most open positions at once.")
+    per_trade_target_pct: float = Field(
+        0.015, gt=0, le=1, description="Most cash for one new position, as a fraction of net "
+        "liquidity (1.5% = the core per-name cap: $1,500 on $100,000).")
+    max_positions: int | None = Field(
+        None, ge=1, le=500, description="Most open positions at once; null = derived: the core "
+        "bucket cap / the core per-name cap, rounded up (0.90 / 0.015 = 60), and never more "
+        "than net liquidity x core cap / min_position_cash.")
     max_per_ticker: int = Field(2, ge=1, le=10, description="Most open lots per ticker.")
     fee_pct: float = Field(0.0005, ge=0, lt=0.05, description="Cost per side as a fraction.")
     lot_size: int = Field(1, ge=1, description="Quantities are floored to a multiple of this.")
     min_position_cash: float = Field(
         100.0, ge=0, description="Orders below this are dropped (never inflated to reach it).")
     kelly_fraction: float = Field(0.25, gt=0, le=1, description="Fraction of full Kelly.")
-    kelly_min_episodes: int = Field(30, ge=5, description="Closed episodes needed for a Kelly cap.")
     kelly_regime_scale: dict[Literal["trending", "ranging", "volatile"], float] = Field(
         default_factory=lambda: {"trending": 1.0, "ranging": 0.75, "volatile": 0.5},
         description="Kelly multiplier by market regime.")
     rl_missing_size_factor: float = Field(
         0.5, gt=0, le=1, description="Size multiplier when the RL size hint is missing.")
-    effective_k: bool = Field(
-        True, description="Scale sizes by sqrt(effK/n) so correlated picks are not independent bets.")
-    corr_window: int = Field(60, ge=10, le=500, description="Sessions of returns for effective-K.")
+    book_risk: bool = Field(
+        True, description="Scale new entries down so the book's one-day 99% value at risk (from "
+        "the recent return covariance) stays within book_var99_max.")
+    book_var99_max: float = Field(
+        0.025, gt=0, le=0.2, description="Largest one-day 99% VaR of the book, as a fraction of net "
+        "liquidity (default: the kill switch's 2.5%: a 1-in-100 day under recent volatility "
+        "reaches the kill switch).")
+    corr_window: int = Field(60, ge=10, le=500, description="Sessions of returns for the book's "
+                             "covariance (and the reported effective K).")
+
+    def positions_limit(self, risk: RiskSettings, net_liquidity: float) -> int:
+        """Most open positions: configured, or derived from the core caps and the account."""
+        if self.max_positions is not None:
+            return self.max_positions
+        ratio = risk.cap("core") / risk.name_cap("core")
+        if not math.isfinite(ratio) or not math.isfinite(net_liquidity):
+            return 0  # a broken cap fails closed: no new position
+        derived = max(1, math.ceil(ratio - 1e-9))   # a partial last position still fits
+        if self.min_position_cash > 0:
+            derived = min(derived, int(net_liquidity * risk.cap("core") // self.min_position_cash))
+        return max(0, derived)
 
 
 class FusionSettings(_Section):
@@ -121,7 +145,11 @@ class FusionSettings(_Section):
     buy_threshold: float = Field(0.67, gt=0.5, lt=1, description="score >= this: BUY.")
     sell_threshold: float = Field(0.33, gt=0, lt=0.5, description="score <= this: SELL.")
     plan_horizon: str = Field("short", description="Horizon whose P(win) prices the trade.")
-    expectancy_gate: bool = Field(True, description="Only trade when E[net P&L] > 0.")
+    expectancy_gate: bool = Field(
+        True, description="A BUY needs the lower bound of its net expected P&L above 0.")
+    expectancy_z: float = Field(
+        1.0, ge=0, le=5, description="Standard errors (the ensemble's dispersion of P(win), carried "
+        "through the expectancy) subtracted from exp_pnl_net for the BUY rule.")
     vol_spike_z: float = Field(2.0, description="Symbol vol z-score above this: vol-spike penalty.")
     vol_spike_penalty: float = Field(0.15, ge=0, le=1, description="Vol-spike penalty.")
     news_negative: float = Field(-0.3, description="News sentiment below this: negative-news penalty.")

@@ -13,6 +13,8 @@ SEED_COLUMNS = ["ticker", "regime", "prob_win_cal", "entry_price", "qty", "posit
 def assert_plan_sane(plan: pd.DataFrame, nl: float) -> None:
     """The invariants every plan keeps."""
     assert list(plan.columns) == PLAN_COLUMNS and PLAN_COLUMNS[:10] == SEED_COLUMNS
+    if plan.empty:   # an empty book (explained in the health JSON) keeps the header
+        return
     assert (plan["qty"] >= 0).all() and plan["qty"].dtype.kind == "i"
     buys = plan.loc[plan["action"] == "BUY"]
     assert (buys["stop"] < buys["entry_price"]).all()
@@ -28,4 +30,4 @@ def assert_plan_sane(plan: pd.DataFrame, nl: float) -> None:
     buckets = plan.groupby("bucket")["position_cash"].sum() / nl
     assert (buckets <= buckets.index.map({"core": 0.90, "penny": 0.02, "fno": 0.05})
             + 1e-9).all(), "bucket clamp breached"
-    assert len(plan) <= 8 and plan["ticker"].is_unique
+    assert len(plan) <= 60 and plan["ticker"].is_unique   # the derived positions limit

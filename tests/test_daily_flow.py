@@ -70,6 +70,13 @@ def test_daily_flow_writes_plan_health_and_reports(home, harness):
     # the health quality check compares realised outcomes with the baseline's validation
     q = health["metrics"]["quality"]["by_horizon"]["short"]
     assert q["n"] > 0 and q["baseline_brier"] > 0
+    # the demo baseline has no measured skill: carried in the health JSON, and a WARNING
+    skill = health["model_skill"]
+    assert skill["verdict"] == "no_skill" and skill["baseline"] == "b-demo"
+    assert skill["horizon"] == "short" and skill["ic_t"] is not None
+    assert health["summary"]["status"] == "WARNING"
+    assert any(w.startswith("model skill: active baseline b-demo verdict no_skill")
+               for w in health["summary"]["warnings"])
 
 
 def test_rerun_is_free_and_force_is_byte_identical(home, harness):
@@ -131,13 +138,19 @@ def test_replay_is_point_in_time_repeatable_and_matches_daily(home, harness):
     plans = {row.date: Path(row.plan).read_bytes() for row in table.itertuples()}
     for raw in plans.values():
         assert_plan_sane(pd.read_csv(BytesIO(raw)), 100_000.0)
+    assert sum(len(pd.read_csv(BytesIO(raw))) for raw in plans.values()) > 0   # not all empty
     again = replay(start="2021-07-01", end="2021-07-30", force=True)
     assert again.skipped == 0
     for row in pd.read_csv(again.table_path).itertuples():
         assert Path(row.plan).read_bytes() == plans[row.date], row.date
     # the daily flow for the first replayed session decides exactly as the replay did
+    replayed = json.loads((home.reports / "health" / "daily_health_2021-07-01.json").read_text())
     first = daily(as_of="2021-07-01", force=True)
     assert Path(first.outputs["plan"]).read_bytes() == plans["2021-07-01"]
+    # ... and reports the same model skill (one code path: tasks.health.checks)
+    daily_health = json.loads(Path(first.outputs["health"]).read_text())
+    assert daily_health["model_skill"]["verdict"] == "no_skill"
+    assert replayed["model_skill"] == daily_health["model_skill"]
 
 
 def test_replay_refuses_a_model_trained_on_the_span(home, harness):

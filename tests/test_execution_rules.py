@@ -132,29 +132,32 @@ def test_live_refuses_unless_every_gate_holds(tmp_path):
 
     paths = Paths(tmp_path)
     ok_env = {"REAL_EXECUTION_ENABLED": "true"}
-    good = load_settings(execution={"live_enabled": True, "broker_adapter": "fake"})
+    # no model here: the skill gate is switched off (tests/test_skill_gate.py covers it)
+    good = load_settings(execution={"live_enabled": True, "broker_adapter": "fake"},
+                         models={"skill": {"live_requires_skill": False}})
     ADAPTERS["fake"] = lambda p, s: PaperBroker(tmp_path / "fake.jsonl", s.execution.fill, 0.0)
     try:
         assert all(g.ok for g in live_gates(paths, good, DAYS[5], ok_env))
+        no_skill_gate = {"skill": {"live_requires_skill": False}}
         cases = {
             "env REAL_EXECUTION_ENABLED": (good, {"REAL_EXECUTION_ENABLED": "false"}),
-            "config execution.live_enabled": (load_settings(execution={"broker_adapter": "fake"}),
-                                              ok_env),
-            "broker adapter configured": (load_settings(execution={"live_enabled": True}),
-                                          ok_env),
+            "config execution.live_enabled": (load_settings(execution={"broker_adapter": "fake"},
+                                                            models=no_skill_gate), ok_env),
+            "broker adapter configured": (load_settings(execution={"live_enabled": True},
+                                                        models=no_skill_gate), ok_env),
         }
         for name, (cfg, env) in cases.items():
             with pytest.raises(LiveGateError) as err:
                 require_live(paths, cfg, DAYS[5], env)
-            assert name in str(err.value) and "1 of 5 gates" in str(err.value)
+            assert name in str(err.value) and "1 of 6 gates" in str(err.value)
         force_demo(paths, by="ops", reason="drill", at=f"{DAYS[5]}T12:00:00Z")
-        with pytest.raises(LiveGateError, match="1 of 5 gates do not hold:\n  - demo not forced"):
+        with pytest.raises(LiveGateError, match="1 of 6 gates do not hold:\n  - demo not forced"):
             require_live(paths, good, DAYS[5], ok_env)
         operator_path(paths).unlink()
         q.save_state(paths, _kills(DAYS[:3])[0])
         with pytest.raises(LiveGateError, match="no active quarantine"):
             require_live(paths, good, DAYS[4], ok_env)
-        with pytest.raises(LiveGateError, match="4 of 5 gates"):
+        with pytest.raises(LiveGateError, match="5 of 6 gates"):  # skill: no active model
             require_live(paths, load_settings(), DAYS[4], {})
         with pytest.raises(LiveGateError):  # run_session checks before doing anything
             run_session(paths, load_settings(), DAYS[5], mode="live")

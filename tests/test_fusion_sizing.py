@@ -29,8 +29,6 @@ from tasks.plan.fusion import (
 from tasks.plan.sizing import (
     correlation_matrix,
     effective_k,
-    kelly_cap,
-    kelly_fraction,
     score_cash,
     to_quantity,
 )
@@ -379,88 +377,6 @@ def test_predictor_edge_excludes_rl_and_renormalises():
     w = Weights.effective(W, rl_available=True)             # 0.4 / 0.3 / 0.3
     assert predictor_edge(frame, w)[0] == pytest.approx(0.53 / 0.7)
     assert np.isnan(predictor_edge(frame, Weights(0.0, 0.0, 1.0))).all()
-
-
-# --------------------------------------------------------------------------- Kelly
-
-
-def test_kelly_fraction_hand_computed():
-    assert kelly_fraction(0.6, 1.0) == pytest.approx(0.2)
-    assert kelly_fraction(0.6, 2.0) == pytest.approx(0.4)
-    assert kelly_fraction(0.5, 1.0) == pytest.approx(0.0)
-    assert kelly_fraction(0.4, 1.0) == pytest.approx(-0.2)
-
-
-@pytest.mark.parametrize("ratio", [0.0, -1.0, math.inf, math.nan])
-def test_kelly_fraction_invalid_payoff_is_no_edge(ratio):
-    assert kelly_fraction(0.9, ratio) == -1.0
-
-
-def episodes(wins: int, losses: int, win: float = 2.0, loss: float = -1.0) -> pd.DataFrame:
-    return pd.DataFrame({"pnl": [win] * wins + [loss] * losses})
-
-
-GUARD = GuardrailSettings()
-
-
-def test_kelly_cap_below_min_episodes_is_none():
-    k = kelly_cap(episodes(17, 12), GUARD, "trending")      # 29 < 30
-    assert k.cap is None
-    assert k.n_episodes == 29
-    assert "29" in k.reason and "30" in k.reason
-
-
-@pytest.mark.parametrize("regime, scale", [
-    ("trending", 1.0), ("ranging", 0.75), ("volatile", 0.5)])
-def test_kelly_cap_at_min_episodes(regime, scale):
-    # 18 wins of +2, 12 losses of -1: p = 0.6, R = 2, f* = 0.6 - 0.4 / 2 = 0.4
-    k = kelly_cap(episodes(18, 12), GUARD, regime)
-    assert k.n_episodes == 30
-    assert k.win_rate == pytest.approx(0.6)
-    assert k.payoff_ratio == pytest.approx(2.0)
-    assert k.cap == pytest.approx(0.4 * 0.25 * scale)
-
-
-def test_kelly_cap_volatile_hand_value():
-    assert kelly_cap(episodes(18, 12), GUARD, "volatile").cap == pytest.approx(0.05)
-
-
-def test_kelly_cap_unknown_regime_unscaled():
-    assert kelly_cap(episodes(18, 12), GUARD, None).cap == pytest.approx(0.1)
-
-
-def test_kelly_cap_configured_min_and_fraction():
-    guard = GuardrailSettings(kelly_min_episodes=10, kelly_fraction=0.5)
-    assert kelly_cap(episodes(5, 4), guard, "trending").cap is None        # 9 < 10
-    assert kelly_cap(episodes(6, 4), guard, "trending").cap == pytest.approx(
-        (0.6 - 0.4 / 2.0) * 0.5)
-
-
-def test_kelly_cap_nan_pnl_not_counted():
-    frame = episodes(18, 12)
-    frame.loc[0, "pnl"] = np.nan
-    k = kelly_cap(frame, GUARD, "trending")
-    assert k.cap is None and k.n_episodes == 29
-
-
-def test_kelly_cap_no_edge_is_zero_not_negative():
-    k = kelly_cap(episodes(12, 18, win=1.0, loss=-1.0), GUARD, "trending")   # f* = -0.2
-    assert k.cap == 0.0
-
-
-def test_kelly_cap_no_wins_is_zero():
-    assert kelly_cap(episodes(0, 30), GUARD, "trending").cap == 0.0
-
-
-def test_kelly_cap_no_losses_uses_win_rate():
-    k = kelly_cap(episodes(30, 0), GUARD, "trending")
-    assert k.cap == pytest.approx(1.0 * 0.25)
-    assert k.payoff_ratio is None
-
-
-def test_kelly_cap_missing_frame_or_column():
-    assert kelly_cap(None, GUARD, "trending").cap is None
-    assert kelly_cap(pd.DataFrame({"x": [1.0] * 40}), GUARD, "trending").n_episodes == 0
 
 
 # --------------------------------------------------------------------------- effective K

@@ -98,13 +98,32 @@ def test_every_stored_prediction_is_out_of_sample(trained, home):
     assert oos["date"].max() <= pd.Timestamp("2021-06-30")
 
 
-def test_training_writes_baseline_and_promotes_first(trained, home):
+def test_training_writes_baseline_but_does_not_promote_without_skill(trained, home):
+    """The demo market has no signal: the baseline is registered, its skill measured out of
+    sample (no_skill), and the empty active slot stays empty; card and report say so first."""
     assert (trained.model_dir / "manifest.json").is_file()
     for name in ("validation_report.txt", "report.html"):
         assert (trained.report_dir / name).is_file()
     assert (home.val / "b1" / "walkforward_results.csv").is_file()
-    assert read_registry(home)["active"] == "b1" and trained.promoted
+    assert not trained.promoted and read_registry(home)["active"] is None
+    assert "no measured skill" in trained.promotion
     manifest = json.loads((trained.model_dir / "manifest.json").read_text())
+    skill = manifest["skill"]
+    assert skill["horizon"] == "short" and skill["verdict"] == "no_skill"
+    assert set(skill["per_horizon"]) == {"short", "mid"}
+    assert skill["thresholds"] == {"min_brier_skill": 0.0, "min_ic_t": 2.0,
+                                   "live_requires_skill": True}
+    assert not (skill["brier_skill"] > 0 and skill["ic_t"] >= 2)
+    overall = {r["horizon"]: r for r in manifest["metrics"]["overall"]}
+    assert skill["brier_skill"] == pytest.approx(overall["short"]["brier_skill"])
+    assert skill["ic_t"] == pytest.approx(overall["short"]["ic_t_nw"])
+    assert skill["top_decile_net"] is not None and skill["universe_net"] is not None
+    card = (trained.model_dir / "model_card.md").read_text().splitlines()
+    assert card[2].startswith("**Verdict:** NO MEASURED SKILL at the plan horizon (short): "
+                              "Brier skill") and "Not promoted automatically" in card[2]
+    report = (trained.report_dir / "validation_report.txt").read_text().splitlines()
+    assert report[2].startswith("Verdict: NO MEASURED SKILL at the plan horizon (short)")
+    assert "NO MEASURED SKILL" in (trained.report_dir / "report.html").read_text()
     assert manifest["training_span"]["end"] == "2021-06-30"
     assert set(manifest["calibrators"]["mid"]) <= {"low_vol", "med_vol", "high_vol"}
     assert manifest["leakage_suspect"] == []
@@ -154,7 +173,7 @@ def test_saved_model_scores_like_in_memory(home, trained, frame, tmp_path):
         # identical up to the summation order of two prediction threads (1 ulp)
         np.testing.assert_allclose(got.to_numpy(), direct, rtol=1e-13, atol=0)
     assert set(scored.columns) == {"symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label",
-                                   "fwd_return"}
+                                   "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal", "p_sd"}
 
 
 def test_scoring_refuses_other_feature_schema(home, trained, frame):
@@ -210,7 +229,9 @@ def test_cli_score_promote_and_list(home, trained, monkeypatch, tmp_path):
     assert res.exit_code == 0, res.output
     scored = pd.read_parquet(out)
     assert list(scored.columns) == ["symbol", "date", "horizon", "p_raw", "p_cal", "regime",
-                                    "label", "fwd_return"]
+                                    "label", "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal",
+                                    "p_sd"]
+    assert scored["q_cal"].between(0, 1).all() and scored["p_sd"].ge(0).all()
     assert scored["date"].min() >= pd.Timestamp("2021-12-01")
     assert set(scored["horizon"]) == {"short", "mid"}
     last = scored[scored["date"] == scored["date"].max()]
@@ -241,6 +262,8 @@ def test_cli_train_shows_progress_and_writes_a_baseline(home, monkeypatch, tmp_p
     monkeypatch.setenv("HCP_MODELS__BASE_MODELS", '["xgb"]')
     res = CliRunner().invoke(app, ["train", "--baseline", "cli1"])
     assert res.exit_code == 0, res.output
-    assert "baseline cli1" in res.output and "promoted to active" in res.output
+    text = " ".join(res.output.split())
+    assert "baseline cli1" in text and "NO MEASURED SKILL at the plan horizon (short)" in text
+    assert "not promoted to active: no measured skill at the plan horizon (short)" in text
     assert (other.models / "cli1" / "model_card.md").is_file()
-    assert read_registry(other)["active"] == "cli1"
+    assert read_registry(other)["active"] is None

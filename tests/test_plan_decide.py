@@ -30,7 +30,9 @@ def inputs(context: pd.DataFrame | None = None, book: Book | None = None,
         "market_regime": "trending"})
     scores = pd.DataFrame({"symbol": syms, "regime": "med_vol",
                            "p_raw_short": 0.05 + 0.1 * rank, "p_cal_short": 0.05 + 0.1 * rank,
-                           "p_raw_mid": 0.3 + 0.1 * rank, "p_cal_mid": 0.3 + 0.1 * rank})
+                           "p_raw_mid": 0.3 + 0.1 * rank, "p_cal_mid": 0.3 + 0.1 * rank,
+                           # the payoff head: P(stop | not a win), relative timeout return (ATR)
+                           "q_cal_short": 0.2, "r_cal_short": 0.1, "p_sd_short": 0.0})
     policy = {**SETTINGS.policy.model_dump(mode="json"), **(policy_extra or {})}
     return SessionInputs(as_of=DAY, features=features, scores=scores, payoff=PAYOFF,
                          thresholds={"take_profit_atr": 2.5, "stop_atr": 1.8}, model_id="m1",
@@ -66,8 +68,9 @@ def test_rl_hint_restores_full_weights_and_news_penalty_applies():
 
 def test_expectancy_gate_drops_negative_expectancy_buys():
     inp = inputs()
-    bad = {"n": 1000, "base_rate": 0.1, "p_stop_given_loss": 1.0, "timeout_ret_atr": 0.0}
-    inp.payoff = {h: {"all": bad, "med_vol": bad} for h in ("short", "mid")}
+    # BUYs come from the mid edge; the plan horizon (short) sees every name alike, so no name
+    # is expected to beat the session's average name, and costs make every net negative
+    inp.scores["p_cal_short"], inp.scores["q_cal_short"], inp.scores["r_cal_short"] = 0.1, 1.0, 0.0
     d = decide(inp, SETTINGS)
     assert d.plan.empty
     buys = d.audit.loc[d.audit["signal"] == "BUY"]
@@ -114,3 +117,114 @@ def test_file_context_reads_only_the_session_and_reports_unknowns(tmp_path):
     assert status["rl_size_hint"] == {"known": 0, "unknown": 3}
     with pytest.raises(FileNotFoundError, match="context_path"):
         FileContext(tmp_path / "missing.csv")
+
+
+# --------------------------------------------------------------------------- expectancy and sizing
+
+
+def _full_hint() -> pd.DataFrame:
+    return pd.DataFrame({"symbol": [f"S{i:02d}" for i in range(N)], "rl_size_hint": 10.0,
+                         "news_sentiment": 0.0})
+
+
+def test_plan_carries_the_outcome_split_and_the_expected_r():
+    d = decide(inputs(), SETTINGS)
+    assert len(d.plan) > 0
+    p = d.plan
+    assert (p["prob_win_cal"] + p["p_stop"] + p["p_timeout"]).to_numpy() == pytest.approx(1.0)
+    assert p["p_stop"].to_numpy() == pytest.approx(((1 - p["prob_win_cal"]) * 0.2).to_numpy())
+    assert p["exp_r"].to_numpy() == pytest.approx((p["exp_pnl_net"] / (1.8 * 0.02)).to_numpy())
+    assert (p["exp_pnl_lb"] > 0).all()
+    assert p["pct_of_nl"].to_numpy() == pytest.approx((p["position_cash"] / 100_000).to_numpy())
+
+
+def test_expectancy_is_relative_to_the_session():
+    d = decide(inputs(), SETTINGS)
+    s = d.signals
+    # the barrier expectancy of every name, minus the session's mean of it
+    assert s["exp_pnl"].to_numpy() == pytest.approx(
+        (s["exp_pnl_barrier"] - s["exp_pnl_barrier"].mean()).to_numpy())
+    assert 0 < (s["exp_pnl_net"] > 0).mean() < 1
+
+
+def test_a_full_conviction_core_buy_is_sized_near_the_per_name_cap():
+    d = decide(inputs(_full_hint()), SETTINGS)
+    top = d.plan.set_index("ticker").loc["S29"]
+    assert top["score"] > 0.98
+    cap = SETTINGS.risk.name_cap("core")
+    # 2|score - 0.5| of the cap, floored to whole shares at $50
+    assert top["pct_of_nl"] == pytest.approx(np.floor(cap * 100_000 * 2 * (top["score"] - 0.5)
+                                                      / 50.0) * 50.0 / 100_000)
+    assert top["pct_of_nl"] >= 0.95 * cap
+    assert "size:" not in top["reason_tags"]      # nothing in the chain cut it
+
+
+def test_kelly_binds_only_a_thin_edge_and_says_so():
+    inp = inputs(_full_hint())
+    inp.scores["p_sd_short"] = 0.0
+    d = decide(inp, SETTINGS)
+    thin = d.signals.loc[(d.signals["exp_pnl_net"] > 0) & d.signals["symbol"].isin(d.plan["ticker"])]
+    kelly = (0.25 * 1.0 * thin["kelly_f"] * 100_000).to_numpy()
+    plan = d.plan.set_index("ticker").loc[thin["symbol"]]
+    cut = plan["reason_tags"].str.contains("size:kelly_cap").to_numpy()
+    assert (plan["position_cash"].to_numpy() <= kelly + 1e-6).all()
+    assert (plan["position_cash"].to_numpy()[cut] >= kelly[cut] - 50.0).all()   # one share
+    assert (d.signals["kelly_f"] > 0).to_numpy().tolist() == (d.signals["exp_pnl_net"] > 0
+                                                              ).to_numpy().tolist()
+
+
+def test_an_empty_book_names_the_step_and_the_figures():
+    inp = inputs()
+    inp.scores["q_cal_short"], inp.scores["r_cal_short"] = 1.0, 0.0
+    inp.scores["p_cal_short"] = 0.1      # every name alike: relative expectancy 0, net < 0
+    d = decide(inp, SETTINGS)
+    info = d.info["empty_book"]
+    assert d.plan.empty and info is not None
+    assert info["buy_signals"] == int((d.signals["action"] == "BUY").sum()) > 0
+    assert info["step"] == "expectancy:lower_bound"
+    assert info["message"] in d.alerts
+    assert sum(info["by_step"].values()) == info["buy_signals"]
+
+
+def test_no_empty_book_flag_when_an_order_exists_or_no_buy_signal():
+    assert decide(inputs(), SETTINGS).info["empty_book"] is None
+    inp = inputs()
+    inp.scores["p_cal_short"], inp.scores["p_cal_mid"] = 0.1, 0.3
+    d = decide(inp, SETTINGS)   # ties: every edge is the median, no BUY at all
+    assert not (d.signals["action"] == "BUY").any() and d.info["empty_book"] is None
+
+
+def test_book_risk_scales_entries_in_a_violent_market():
+    rng = np.random.default_rng(3)
+    common = rng.normal(size=80)
+    syms = [f"S{i:02d}" for i in range(N)]
+    rets = pd.DataFrame({s: 0.15 * (0.95 * common + 0.31 * rng.normal(size=80)) for s in syms},
+                        index=pd.bdate_range(end=DAY, periods=80))
+    inp = inputs(_full_hint())
+    calm = decide(inp, SETTINGS)
+    inp.returns = rets
+    d = decide(inp, SETTINGS)
+    scale = d.info["book_risk_scale"]
+    assert 0 < scale < 1
+    assert d.info["book_var99"] == pytest.approx(SETTINGS.guardrails.book_var99_max, rel=0.05)
+    assert d.plan["reason_tags"].str.contains("size:book_risk").all()
+    assert d.plan["position_cash"].sum() < calm.plan["position_cash"].sum()
+
+
+@pytest.mark.parametrize("tags, step", [
+    (["size:rl_missing(x0.5)", "size:kelly_cap(f*=0.001)", "size:below_one_lot(dropped, not inflated)"],
+     "size:kelly_cap"),
+    (["size:rl_missing(x0.5)", "size:per_trade_target", "size:book_risk(x0.100)",
+      "size:below_min_position_cash(dropped, not inflated)"], "size:book_risk"),
+    (["size:rl_missing(x0.5)", "size:below_one_lot(dropped, not inflated)"], "size:rl_missing"),
+    (["size:below_one_lot(dropped, not inflated)"], "size:below_one_lot"),
+    (["penalty:vol_spike", "gate:high_vol edge 0.600 < 0.65"], "gate:high_vol"),
+    (["news_negative:unknown", "expectancy:lower bound -0.1000% <= 0 (net +0.0100%)"],
+     "expectancy:lower_bound"),
+    (["size:rl_missing(x0.5)", "clamp:max_positions"], "clamp:max_positions"),
+    (["rank:beyond_max_positions(60)"], "rank:beyond_max_positions"),
+])
+def test_zeroing_step_names_what_zeroed_the_order(tags, step):
+    from tasks.plan.build import zeroing_step
+
+    assert zeroing_step(tags) == step

@@ -35,6 +35,7 @@ def replayed(tmp_path_factory):
 
     from flows.replay import replay
     from tasks.models.pipeline import run_training
+    from tasks.models.registry import promote
 
     paths = Paths(tmp_path_factory.mktemp("real_replay"))
     with pytest.MonkeyPatch.context() as mp, prefect_test_harness(server_startup_timeout=120):
@@ -44,8 +45,11 @@ def replayed(tmp_path_factory):
         settings = load_settings()
         import_bars(ParquetSource(DATA / "ohlcv_daily.parquet", DATA / "constituents.csv"),
                     settings, paths)
-        run_training(paths, settings, "2026-01-01T00:00:00+00:00", start="2010-01-01",
-                     train_end="2016-12-30", baseline_id="real-small")
+        res = run_training(paths, settings, "2026-01-01T00:00:00+00:00", start="2010-01-01",
+                           train_end="2016-12-30", baseline_id="real-small")
+        if not res.promoted:  # the skill gate: the plan's mechanics are tested, not its skill
+            promote(paths, res.baseline_id, "active", "2026-01-01T00:00:00+00:00", force=True,
+                    by="tests", reason="replay mechanics on a small baseline")
         first = replay(start=START, end=END)
         plans = {row.date: Path(row.plan).read_bytes()
                  for row in pd.read_csv(first.table_path).itertuples()}

@@ -7,7 +7,10 @@ Live execution needs every gate at once:
 3. no quarantine or kill-switch cool-off in force for the session;
 4. a broker adapter configured (``execution.broker_adapter``) and registered in
    :data:`ADAPTERS`. No live adapter is shipped: an adapter implements
-   :class:`tasks.execution.broker.Broker` (the paper broker is the reference implementation).
+   :class:`tasks.execution.broker.Broker` (the paper broker is the reference implementation);
+5. the active model has measured skill (skill verdict ``skilled``, see
+   :mod:`tasks.models.skill`) while ``models.skill.live_requires_skill`` is true (default):
+   a ``no_skill`` or ``unknown`` (trained before the gate) active model fails it.
 
 A go-live stage (``execution.go_live_stage``) replaces ``risk`` by a copy whose bucket and
 per-name caps are scaled by the stage's multipliers (<= 1) and whose shorts are off unless both
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from tasks.execution import quarantine
 from tasks.execution.broker import Broker
 from tasks.execution.sessions import sessions_after
+from tasks.models.skill import SKILLED, active_skill, headline
 from tasks.operator.overrides import operator_overrides
 from tasks.paths import Paths
 from tasks.settings import AppSettings
@@ -67,7 +71,22 @@ def live_gates(paths: Paths, settings: AppSettings, session: str,
         Gate("broker adapter configured", bool(adapter) and adapter in ADAPTERS,
              f"execution.broker_adapter={adapter!r}; registered adapters: "
              f"{sorted(ADAPTERS) or 'none (no live adapter is shipped)'}"),
+        skill_gate(paths, settings),
     ]
+
+
+def skill_gate(paths: Paths, settings: AppSettings) -> Gate:
+    """The active model has measured skill (or ``models.skill.live_requires_skill`` is off)."""
+    bid, rec = active_skill(paths)
+    verdict = rec["verdict"]
+    what = (f"active baseline {bid}: verdict {verdict}" if bid else "no active baseline")
+    if not settings.models.skill.live_requires_skill:
+        return Gate("active model has measured skill", True,
+                    f"{what}; not required (models.skill.live_requires_skill=false)")
+    detail = what if verdict == SKILLED else f"{what}: {headline(rec, promoted_note='')}"
+    return Gate("active model has measured skill", verdict == SKILLED,
+                detail + ("" if verdict == SKILLED
+                          else " (models.skill.live_requires_skill=true)"))
 
 
 def require_live(paths: Paths, settings: AppSettings, session: str,

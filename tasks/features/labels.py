@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from tasks.features.kernels import atr
 from tasks.features.panel import build_panel, to_long
@@ -56,6 +57,28 @@ def barrier_labels(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame,
     fwd = np.log(close.shift(-h) / close).to_numpy().copy()
     fwd[~complete] = np.nan
     return {"label": label, "outcome": np.where(complete, outcome, -1), "fwd_return": fwd}
+
+
+def barrier_pnl(outcome: ArrayLike, fwd_return: ArrayLike, atr_pct: ArrayLike,
+                take_profit_atr: float, stop_atr: float) -> np.ndarray:
+    """Realised P&L of the barrier trade as a fraction of entry, before costs.
+
+    Take-profit first: ``+take_profit_atr * atr_pct``; stop first, or both in one session (the
+    order inside a bar is unknown, so the conservative reading): ``-stop_atr * atr_pct``;
+    timeout: the simple return to the horizon's close, ``exp(fwd_return) - 1``. NaN where the
+    outcome is unknown (horizon incomplete). The exit is assumed at the barrier: gaps through
+    it are not modelled.
+    """
+    out = pd.Series(outcome).astype("object").to_numpy()
+    fwd = np.asarray(fwd_return, dtype="float64")
+    atr_pct = np.asarray(atr_pct, dtype="float64")
+    res = np.full(len(out), np.nan)
+    res[out == "tp"] = take_profit_atr * atr_pct[out == "tp"]
+    stop = (out == "sl") | (out == "both")
+    res[stop] = -stop_atr * atr_pct[stop]
+    to = out == "timeout"
+    res[to] = np.expm1(fwd[to])
+    return res
 
 
 def build_labels(bars: pd.DataFrame, settings: AppSettings) -> pd.DataFrame:

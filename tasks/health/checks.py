@@ -8,7 +8,10 @@ WARNING: realised Brier/ECE of recent predictions worse than the active baseline
 walk-forward validation by a margin (the runbook's absolute 0.14/0.05 were set for another
 model, so the reference is the baseline's measured quality), coverage outside the band, PSI
 above the limit on a key feature against the training distribution, top-5 exposure above the
-limit, one volatility regime holding more than the limit of the scored symbols.
+limit, one volatility regime holding more than the limit of the scored symbols, an empty book
+(BUY signals, no BUY order: the step that zeroed it, also in the field ``empty_book``), an
+active model without measured skill (verdict and figures in the field ``model_skill``; see
+:mod:`tasks.models.skill`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.models.metrics import ece_equal_mass
+from tasks.models.skill import health_entry, health_warning
 from tasks.plan.expectancy import psi
 from tasks.trading_settings import HealthSettings
 
@@ -91,8 +95,12 @@ def drift(features: pd.DataFrame, reference: dict, cfg: HealthSettings) -> dict[
 def health_report(*, as_of: str, errors: list[str], signals: pd.DataFrame, plan: pd.DataFrame,
                   exposure: dict[str, Any], net_liquidity: float, quality: dict,
                   psi_values: dict[str, float], manifest: dict, cfg: HealthSettings,
-                  alerts: list[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """The health JSON (seed structure: summary, metrics.quality/coverage/regime, ...)."""
+                  alerts: list[str], extra: dict[str, Any],
+                  empty_book: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The health JSON (seed structure: summary, metrics.quality/coverage/regime, ...).
+
+    ``empty_book`` (the decision's ``info["empty_book"]``: BUY signals but no BUY order) is a
+    WARNING with its message and the top-level field ``empty_book`` (null when not empty)."""
     warnings, info = _quality_findings(quality, manifest, cfg)
     n = len(signals)
     n_sig = int(signals["actionable"].sum()) if n else 0
@@ -111,6 +119,12 @@ def health_report(*, as_of: str, errors: list[str], signals: pd.DataFrame, plan:
             warnings.append(f"regime skew: {reg} {share:.0%} of symbols > "
                             f"{cfg.regime_share_max:.0%}")
     warnings.extend(alerts)
+    if empty_book and empty_book["message"] not in warnings:
+        warnings.append(empty_book["message"])
+    model_skill = health_entry(manifest)
+    skill_warning = health_warning(model_skill)
+    if skill_warning:
+        warnings.append(skill_warning)
     status = "ERROR" if errors else ("WARNING" if warnings else "OK")
     mq = quality.get(extra.get("plan_horizon"), {})
     return {
@@ -118,6 +132,7 @@ def health_report(*, as_of: str, errors: list[str], signals: pd.DataFrame, plan:
         "summary": {"status": status, "stop_trading": bool(errors), "errors": errors,
                     "warnings": warnings, "info": info},
         "net_liquidity": net_liquidity,
+        "empty_book": empty_book,
         "metrics": {
             "quality": {"brier": mq.get("brier"), "ece": mq.get("ece"), "horizon":
                         extra.get("plan_horizon"), "by_horizon": quality},
@@ -133,5 +148,17 @@ def health_report(*, as_of: str, errors: list[str], signals: pd.DataFrame, plan:
             "drift": {"psi": psi_values, "psi_max": cfg.psi_max},
             "exposure": exposure,
         },
+        "model_skill": model_skill,
         **{k: v for k, v in extra.items() if k not in ("market",)},
     }
+
+
+def empty_book_line(empty_book: dict[str, Any] | None) -> str | None:
+    """One line for a person: ``EMPTY BOOK: 168 BUY signals, no order — zeroed by
+    size:kelly_cap 160, gate:high_vol 8`` (None when the book is not empty)."""
+    if not empty_book:
+        return None
+    n = int(empty_book.get("buy_signals", 0))
+    steps = ", ".join(f"{k} {v}" for k, v in (empty_book.get("by_step") or {}).items())
+    return (f"EMPTY BOOK: {n} BUY signal{'' if n == 1 else 's'}, no order — zeroed by "
+            f"{steps or empty_book.get('step', 'unknown')}")

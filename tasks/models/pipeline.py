@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +15,11 @@ from tasks.features.build import feature_columns, feature_schema_hash
 from tasks.features.labels import __doc__ as LABEL_DOC
 from tasks.features.regimes import fit_vol_regime_cuts
 from tasks.io import atomic_write, atomic_write_parquet
+from tasks.models.expectancy_report import expectancy_summary, reliability_table
 from tasks.models.metrics import metrics_table
 from tasks.models.registry import promote, read_registry, save_baseline
 from tasks.models.reports import card_metrics, write_model_card, write_validation_report
+from tasks.models.skill import SKILLED, headline, skill_record
 from tasks.models.train import HorizonModel, fit_final, training_frame, walk_forward
 from tasks.models.walkforward import make_folds
 from tasks.paths import Paths
@@ -37,12 +39,15 @@ class TrainResult:
     promoted: bool
     overall: pd.DataFrame
     leakage_suspect: list[str]
+    skill: dict = field(default_factory=dict)
+    promotion: str = ""   # plain language: promoted, or why not
 
 
 def config_hash(settings: AppSettings) -> str:
     """Hash of every setting that shapes a model."""
     parts = {k: settings.model_dump(mode="json")[k]
              for k in ("features", "labels", "regimes", "models")}
+    parts["models"].pop("skill", None)  # the skill gate's thresholds judge a model, not shape it
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,6 +147,10 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
     manifest["leakage_suspect"] = suspect
     if suspect:
         say(f"presumed leakage: OOS AUC above {settings.models.max_plausible_auc} for {suspect}")
+    manifest["skill"] = skill = skill_record(oos, settings)
+    exp_table, manifest["expectancy"] = _expectancy_validation(oos, settings)
+    active = read_registry(paths).get("active")
+    promoted, promotion = _promotion(active, suspect, skill)
     model_dir = save_baseline(paths, bid, models, cuts, manifest)
     val_dir = paths.val / bid
     oos_path = atomic_write_parquet(val_dir / "oos_predictions.parquet", oos)
@@ -153,14 +162,39 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
             "symbols": int(oos["symbol"].nunique()),
             "models": f"base models {', '.join(settings.models.base_models)}; logistic stacker "
                       "on their out-of-sample logits; per-regime isotonic/Platt calibration"}
+    meta["expectancy_table"] = exp_table
+    meta["skill_verdict"] = headline(skill, None if promoted or skill["verdict"] != SKILLED
+                                     else f"Not promoted automatically: {promotion}")
     write_validation_report(oos, report_dir, meta)
     card = card_metrics(oos, horizon_lags=lags)
     write_model_card(model_dir / "model_card.md", meta, card)
     write_model_card(paths.home / "docs" / "model_card.md", meta, card)
-    promoted = read_registry(paths).get("active") is None and not suspect
     if promoted:
         promote(paths, bid, "active", now)
-    return TrainResult(bid, model_dir, oos_path, report_dir, promoted, overall, suspect)
+    return TrainResult(bid, model_dir, oos_path, report_dir, promoted, overall, suspect, skill,
+                       promotion)
+
+
+def _expectancy_validation(oos: pd.DataFrame, settings: AppSettings) -> tuple[pd.DataFrame, dict]:
+    """Predicted against realised expectancy of the plan horizon, on calibrated OOS rows."""
+    horizon = settings.fusion.plan_horizon
+    cost = 2 * (settings.guardrails.fee_pct + settings.execution.fill.half_spread_bps / 1e4)
+    calibrated = oos.loc[oos["p_cal"].notna()] if "p_cal" in oos else oos
+    return (reliability_table(calibrated, horizon, cost),
+            expectancy_summary(calibrated, horizon, cost))
+
+
+def _promotion(active: str | None, suspect: list[str], skill: dict) -> tuple[bool, str]:
+    """Whether a new baseline goes to the empty ``active`` slot, and why (not), in words."""
+    if active is not None:
+        return False, (f"baseline {active} is already active (`hcp promote --to active --id ID` "
+                       "to replace it)")
+    if suspect:
+        return False, f"presumed leakage (OOS AUC too high) for {suspect}"
+    if skill["verdict"] != SKILLED:
+        return False, (f"no measured skill at the plan horizon ({skill['horizon']}); "
+                       "`hcp promote --to active --id ID --force --reason \"...\"` overrides")
+    return True, "promoted to active (no model was active; skilled; no leakage suspicion)"
 
 
 def _limits(manifest: dict) -> list[str]:

@@ -1,9 +1,9 @@
 """Baselines on disk and the registry of active / shadow slots.
 
 ``models/<baseline_id>/``: ``ensemble_<horizon>.joblib``, ``calibrators_<horizon>.joblib``,
-``regime_cuts.json`` and ``manifest.json`` (id, created_at, feature-schema hash, data hash,
-config hash, training span, thresholds, metrics). ``models/registry/manifest.json`` holds
-``{"active": id, "shadow": id, "history": [...]}``.
+``payoff_<horizon>.joblib``, ``regime_cuts.json`` and ``manifest.json`` (id, created_at,
+feature-schema hash, data hash, config hash, training span, thresholds, metrics).
+``models/registry/manifest.json`` holds ``{"active": id, "shadow": id, "history": [...]}``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import joblib
 
 from tasks.features.regimes import VolRegimeCuts
 from tasks.io import atomic_write, atomic_write_json
+from tasks.models.skill import SKILLED, skill_of
 from tasks.models.train import HorizonModel
 from tasks.paths import Paths
 
@@ -50,6 +51,9 @@ def save_baseline(paths: Paths, baseline_id: str, models: dict[str, HorizonModel
         atomic_write(folder / f"ensemble_{name}.joblib", lambda t, m=hm: joblib.dump(m.ensemble, t))
         atomic_write(folder / f"calibrators_{name}.joblib",
                      lambda t, m=hm: joblib.dump(m.calibrators, t))
+        if hm.payoff is not None:
+            atomic_write(folder / f"payoff_{name}.joblib",
+                         lambda t, m=hm: joblib.dump(m.payoff, t))
     atomic_write_json(folder / "regime_cuts.json", cuts.to_dict())
     atomic_write_json(folder / "manifest.json", manifest)
     return folder
@@ -66,8 +70,10 @@ def load_baseline(paths: Paths, baseline_id: str) -> Baseline:
     cuts = VolRegimeCuts(**json.loads((folder / "regime_cuts.json").read_text()))
     models = {}
     for name, h in manifest["horizons"].items():
+        head = folder / f"payoff_{name}.joblib"
         models[name] = HorizonModel(name, h, joblib.load(folder / f"ensemble_{name}.joblib"),
-                                    joblib.load(folder / f"calibrators_{name}.joblib"))
+                                    joblib.load(folder / f"calibrators_{name}.joblib"),
+                                    joblib.load(head) if head.is_file() else None)
     return Baseline(baseline_id, manifest, models, cuts)
 
 
@@ -91,15 +97,37 @@ def read_registry(paths: Paths) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def promote(paths: Paths, baseline_id: str, slot: str, when: str) -> dict[str, Any]:
-    """Put a baseline into a slot; the previous holder is kept in the history."""
+class SkillGateError(RegistryError):
+    """A baseline without measured skill was asked into the active slot without an override."""
+
+
+def promote(paths: Paths, baseline_id: str, slot: str, when: str, *, force: bool = False,
+            reason: str | None = None, by: str | None = None) -> dict[str, Any]:
+    """Put a baseline into a slot; the previous holder is kept in the history.
+
+    The ``active`` slot takes a baseline whose skill verdict (``manifest["skill"]``, see
+    :mod:`tasks.models.skill`) is not ``skilled`` only with ``force`` and a ``reason``; the
+    override (who, when, why, the verdict) is recorded in the history entry.
+    """
     if slot not in SLOTS:
         raise RegistryError(f"slot must be one of {SLOTS}, not {slot!r}")
     load_manifest = baseline_dir(paths, baseline_id) / "manifest.json"
     if not load_manifest.is_file():
         raise RegistryError(f"no baseline {baseline_id!r} to promote")
+    entry: dict[str, Any] = {"slot": slot, "from": None, "to": baseline_id, "at": when}
+    if slot == "active":
+        verdict = skill_of(json.loads(load_manifest.read_text()))["verdict"]
+        if verdict != SKILLED:
+            if not force or not (reason or "").strip():
+                raise SkillGateError(
+                    f"baseline {baseline_id} has skill verdict {verdict!r} (no measured skill "
+                    "at the plan horizon): not promoted to active; override with --force "
+                    "--reason \"...\" (logged)")
+            entry.update(forced=True, skill_verdict=verdict, reason=reason.strip(),
+                         by=by or "unknown")
     reg = read_registry(paths)
-    reg["history"].append({"slot": slot, "from": reg.get(slot), "to": baseline_id, "at": when})
+    entry["from"] = reg.get(slot)
+    reg["history"].append(entry)
     reg[slot] = baseline_id
     atomic_write_json(_registry_path(paths), reg)
     return reg

@@ -12,7 +12,9 @@ import pandas as pd
 from jinja2 import Environment
 from markupsafe import Markup
 
+from tasks.models.expectancy_report import reliability_png
 from tasks.models.metrics import calibration_curve_points, lift_curve_points, metrics_table
+from tasks.models.skill import headline
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,11 +41,13 @@ body { font-family: sans-serif; margin: 2em; }
 table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 .caveat { color: #a00; font-weight: bold; }
+.verdict { font-size: 1.1em; border: 1px solid #888; padding: 0.5em; }
 figure { display: inline-block; margin: 0.5em; }
 </style>
 </head>
 <body>
 <h1>Validation report</h1>
+<p class="verdict"><b>Verdict:</b> {{ verdict }}</p>
 <p>{{ note }}</p>
 <ul>
 {% for key, value in header %}<li><b>{{ key }}</b>: {{ value }}</li>
@@ -58,6 +62,10 @@ figure { display: inline-block; margin: 0.5em; }
 <h3>Per year</h3>
 {{ block.year }}
 {% endfor %}
+{% if expectancy %}<h2>Expectancy of the plan horizon ({{ expectancy.horizon }}), out of sample</h2>
+<p>{{ expectancy.text }}</p>
+{{ expectancy.table }}
+{% endif %}
 <h2>Curves</h2>
 {% for fig in figures %}<figure><img alt="{{ fig.name }}" src="data:image/png;base64,{{ fig.data }}">
 <figcaption>{{ fig.name }}</figcaption></figure>
@@ -125,6 +133,26 @@ def survivorship_caveat(meta: dict) -> str | None:
     return f"{SURVIVORSHIP_TEXT} {flag}" if isinstance(flag, str) else SURVIVORSHIP_TEXT
 
 
+def skill_verdict(meta: dict) -> str:
+    """The plain-language skill verdict that opens the report and the card: ``meta["skill_verdict"]``
+    (written by training, with the promotion outcome), else built from ``meta["skill"]`` (a meta
+    without one reads 'SKILL UNKNOWN')."""
+    return str(meta.get("skill_verdict") or headline(meta.get("skill")))
+
+
+def _skill_lines(meta: dict) -> list[str]:
+    """One line of skill figures per horizon (none without a skill record)."""
+    rec = meta.get("skill")
+    if not isinstance(rec, dict) or not rec.get("per_horizon"):
+        return []
+    out = ["Skill per horizon (out of sample; P&L per trade net of costs):"]
+    for name, f in rec["per_horizon"].items():
+        figs = ", ".join(f"{k} {'n/a' if f.get(k) is None else _fmt(f.get(k))}"
+                         for k in ("brier_skill", "ic", "ic_t", "top_decile_net", "universe_net"))
+        out.append(f"  {name}: {f.get('verdict')} ({figs})")
+    return out
+
+
 def _header(meta: dict) -> list[tuple[str, str]]:
     """Key/value pairs heading the validation report."""
     return [("baseline_id", str(meta.get("baseline_id", "n/a"))),
@@ -185,7 +213,8 @@ def _table_text(frame: pd.DataFrame) -> str:
 
 def _text_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str]) -> str:
     """Plain-text validation report."""
-    lines = ["Validation report", "=================", *[f"{k}: {v}" for k, v in _header(meta)], NOTE]
+    lines = ["Validation report", "=================", f"Verdict: {skill_verdict(meta)}",
+             *_skill_lines(meta), "", *[f"{k}: {v}" for k, v in _header(meta)], NOTE]
     caveat = survivorship_caveat(meta)
     if caveat:
         lines.append(caveat)
@@ -267,7 +296,39 @@ def _html_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str
               for stem, path in figures.items()]
     template = Environment(autoescape=True).from_string(HTML_TEMPLATE)
     return template.render(title=str(meta.get("baseline_id", "")), header=_header(meta),
-                           caveat=survivorship_caveat(meta), note=NOTE, horizons=blocks, figures=images)
+                           verdict=skill_verdict(meta),
+                           caveat=survivorship_caveat(meta), note=NOTE, horizons=blocks, figures=images,
+                           expectancy=_expectancy_block(meta))
+
+
+def expectancy_text(summary: dict) -> str:
+    """One paragraph: how the predicted expectancy held up out of sample."""
+    if not summary or not summary.get("rows"):
+        return "No out-of-sample expectancy (no calibrated rows)."
+    pct = lambda v: f"{v * 100:+.3f}%"  # noqa: E731
+    cost = summary["cost_round_trip"] * 100
+    return (f"Expectancy is relative to the session's average name, net of {cost:.2f}% "
+            f"round-trip costs. On a typical session {summary['share_positive_median']:.1%} of the names "
+            f"have a positive net expectancy (mean {summary['share_positive_mean']:.1%}). The names in each "
+            f"session's top decile were predicted {pct(summary['top_decile_pred_net'])} net and realised "
+            f"{pct(summary['top_decile_real_rel'])} against the session's average name "
+            f"(bottom decile {pct(summary['bottom_decile_real_rel'])}; absolute net "
+            f"{pct(summary['top_decile_real_net'])}); Spearman of predicted vs realised "
+            f"{summary['spearman_pred_real']:+.3f} over {summary['rows']:,} trades in "
+            f"{summary['sessions']:,} sessions.")
+
+
+def _expectancy_block(meta: dict) -> dict | None:
+    table = meta.get("expectancy_table")
+    if table is None or not isinstance(table, pd.DataFrame):
+        return None
+    shown = table.copy()
+    for col in ("pred_net", "real_rel", "real_rel_se", "real_net"):
+        shown[col] = shown[col] * 100
+    shown = shown.rename(columns={"pred_net": "predicted net %", "real_rel": "realised vs session %",
+                                  "real_rel_se": "s.e. %", "real_net": "realised absolute net %"})
+    return {"horizon": meta.get("expectancy", {}).get("horizon", ""),
+            "text": expectancy_text(meta.get("expectancy", {})), "table": _table_html(shown)}
 
 
 def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict[str, Path]:
@@ -277,8 +338,18 @@ def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict
     horizons = sorted(oos["horizon"].dropna().astype(str).unique())
     tables = _tables(oos, horizon_lags(meta))
     paths = {"validation_report": folder / "validation_report.txt", "report": folder / "report.html"}
-    paths["validation_report"].write_text(_text_report(meta, tables, horizons), encoding="utf-8")
+    text = _text_report(meta, tables, horizons)
     figures = _figures(oos, folder, horizons)
+    exp_table = meta.get("expectancy_table")
+    if isinstance(exp_table, pd.DataFrame) and not exp_table.empty:
+        paths["expectancy_deciles"] = folder / "expectancy_deciles.csv"
+        exp_table.to_csv(paths["expectancy_deciles"], index=False, lineterminator="\n")
+        png = reliability_png(exp_table, folder / "expectancy_reliability.png")
+        if png is not None:
+            figures["expectancy_reliability"] = png
+        text += "\nExpectancy (plan horizon), out of sample\n" + expectancy_text(
+            meta.get("expectancy", {})) + "\n\n" + exp_table.to_string(index=False) + "\n"
+    paths["validation_report"].write_text(text, encoding="utf-8")
     paths["report"].write_text(_html_report(meta, tables, horizons, figures), encoding="utf-8")
     return {**paths, **figures}
 
@@ -360,11 +431,38 @@ def _card_training_section(meta: dict) -> list[str]:
                                       ("Models", _fmt_list(meta.get("models")))])]
 
 
+def _skill_section(meta: dict) -> list[str]:
+    """The skill gate's figures per horizon (nothing when the meta carries no skill record)."""
+    rec = meta.get("skill")
+    if not isinstance(rec, dict) or not rec.get("per_horizon"):
+        return []
+    thr = rec.get("thresholds", {})
+    lines = ["## Skill gate", "",
+             f"Skilled = Brier skill > {thr.get('min_brier_skill')} and rank-IC Newey–West t >= "
+             f"{thr.get('min_ic_t')} (out of sample). Plan horizon: {rec.get('horizon')}. "
+             "Barrier P&L per trade net of a round trip of costs "
+             f"({_fmt_opt((rec.get('costs') or {}).get('round_trip'))}).", "",
+             "| Horizon | Verdict | Brier skill | Rank IC | NW t | Top decile net | Universe net |",
+             "|---|---|---|---|---|---|---|"]
+    for name, f in rec["per_horizon"].items():
+        cells = [name, f.get("verdict", "n/a"), *(_fmt_opt(f.get(k)) for k in
+                                                  ("brier_skill", "ic", "ic_t", "top_decile_net",
+                                                   "universe_net"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _fmt_opt(value: Any) -> str:
+    return "n/a" if value is None else _fmt(value)
+
+
 def write_model_card(path: Path, meta: dict, metrics: pd.DataFrame) -> Path:
     """Write a markdown model card (data, label, training, metrics with uncertainty, known limits)."""
     overall, regime = _split_card(metrics, meta)
     limits = [f"- {item}" for item in meta.get("limits", [])] or ["- None recorded."]
-    lines = [f"# Model card: {meta.get('baseline_id', 'n/a')}", "", *_card_data_section(meta), "",
+    lines = [f"# Model card: {meta.get('baseline_id', 'n/a')}", "",
+             f"**Verdict:** {skill_verdict(meta)}", "", *_skill_section(meta),
+             *_card_data_section(meta), "",
              "## Label definition", str(meta.get("label_definition", "n/a")), "",
              *_card_training_section(meta), "", "## Metrics", "", "### Overall per horizon",
              *_card_table(overall, with_regime=False), "", "### Per regime", *_card_table(regime, True), "",

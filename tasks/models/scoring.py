@@ -8,10 +8,15 @@ import pandas as pd
 from tasks.features.build import feature_columns, feature_schema_hash
 from tasks.features.regimes import assign_vol_regime
 from tasks.models.calibration import apply_calibrators
+from tasks.models.payoff import calibrated_dispersion
 from tasks.models.registry import Baseline, RegistryError
 from tasks.settings import AppSettings
 
 SCORE_COLUMNS = ["symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label", "fwd_return"]
+# the payoff head's outputs (NaN for a baseline without one): P(stop | not a win) raw and
+# calibrated, relative timeout return in ATR units raw and calibrated, and the base models'
+# dispersion of calibrated P(win)
+PAYOFF_COLUMNS = ["q_raw", "r_raw", "q_cal", "r_cal", "p_sd"]
 
 
 def check_schema(baseline: Baseline, settings: AppSettings) -> None:
@@ -31,10 +36,15 @@ def raw_scores(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings) -
     regime = assign_vol_regime(frame, baseline.cuts).astype("object").to_numpy()
     parts = []
     for name, hm in baseline.models.items():
+        base = hm.ensemble.base_predict(X)
+        q_raw, r_raw = (hm.payoff.raw(X) if hm.payoff is not None
+                        else (np.full(len(X), np.nan), np.full(len(X), np.nan)))
         parts.append(pd.DataFrame({
             "symbol": frame["symbol"].to_numpy(), "date": frame["date"].to_numpy(),
-            "horizon": name, "p_raw": hm.ensemble.predict_proba(X)[:, 1], "regime": regime,
+            "horizon": name, "p_raw": hm.ensemble.combine(base), "regime": regime,
             "label": _col(frame, f"label_{name}"), "fwd_return": _col(frame, f"fwd_return_{name}"),
+            "q_raw": q_raw, "r_raw": r_raw,
+            "p_sd": calibrated_dispersion(base, regime, hm.calibrators),
         }))
     out = pd.concat(parts, ignore_index=True)
     for col in ("symbol", "horizon", "regime"):
@@ -49,12 +59,20 @@ def calibrate_scores(baseline: Baseline, raw: pd.DataFrame, strict: bool = True)
     (the daily health check then stops trading and names the regime)."""
     out = raw.copy()
     out["p_cal"] = np.nan
+    out["q_cal"], out["r_cal"] = np.nan, np.nan
+    for col in ("q_raw", "r_raw", "p_sd"):
+        if col not in out:
+            out[col] = np.nan
     regime = out["regime"].astype("object").to_numpy()
     for name, hm in baseline.models.items():
         rows = (out["horizon"] == name).to_numpy()
         out.loc[rows, "p_cal"] = apply_calibrators(out.loc[rows, "p_raw"].to_numpy(),
                                                    regime[rows], hm.calibrators, strict=strict)
-    return out[SCORE_COLUMNS]
+        if hm.payoff is not None:
+            q, r = hm.payoff.apply(out.loc[rows, "q_raw"].to_numpy(dtype="float64"),
+                                   out.loc[rows, "r_raw"].to_numpy(dtype="float64"), regime[rows])
+            out.loc[rows, "q_cal"], out.loc[rows, "r_cal"] = q, r
+    return out[SCORE_COLUMNS + PAYOFF_COLUMNS]
 
 
 def score_features(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings,
@@ -68,9 +86,11 @@ def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def wide_scores(scored: pd.DataFrame) -> pd.DataFrame:
-    """One row per (symbol, date): regime, p_raw_<h>, p_cal_<h>, label_<h>."""
+    """One row per (symbol, date): regime, p_raw_<h>, p_cal_<h>, label_<h> and the payoff
+    head's q_cal_<h>, r_cal_<h>, p_sd_<h>."""
     keys = ["symbol", "date"]
-    wide = scored.pivot_table(index=keys, columns="horizon", values=["p_raw", "p_cal", "label"],
+    values = ["p_raw", "p_cal", "label", *[c for c in ("q_cal", "r_cal", "p_sd") if c in scored]]
+    wide = scored.pivot_table(index=keys, columns="horizon", values=values,
                               aggfunc="first", dropna=False, observed=True)
     wide.columns = [f"{v}_{h}" for v, h in wide.columns]
     regime = scored.drop_duplicates(keys).set_index(keys)["regime"]

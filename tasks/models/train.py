@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 
 from tasks.features.build import build_features, feature_columns
-from tasks.features.labels import build_labels
+from tasks.features.labels import barrier_pnl, build_labels
 from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_regime_cuts
 from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
 from tasks.models.ensemble import StackedEnsemble
+from tasks.models.payoff import PayoffHead, calibrated_dispersion, relative_timeout_target
 from tasks.models.walkforward import Fold, make_folds, purged_train_mask
+from tasks.plan.expectancy import barrier_expectancy, relative_to_session
 from tasks.settings import AppSettings
 
 Progress = Callable[[str], None]
@@ -35,6 +37,7 @@ class HorizonModel:
     h: int
     ensemble: StackedEnsemble
     calibrators: dict[str, RegimeCalibrator]
+    payoff: PayoffHead | None = None   # stop-vs-timeout and timeout return (older baselines: None)
 
 
 def training_frame(bars: pd.DataFrame, constituents: pd.DataFrame | None,
@@ -42,7 +45,10 @@ def training_frame(bars: pd.DataFrame, constituents: pd.DataFrame | None,
     """Features joined with labels (labels NaN where their horizon passes the last bar)."""
     feats = build_features(bars, constituents, settings)
     labels = build_labels(bars, settings)
-    return feats.merge(labels, on=["symbol", "date"], how="left", validate="one_to_one")
+    frame = feats.merge(labels, on=["symbol", "date"], how="left", validate="one_to_one")
+    for name in settings.labels.horizons:
+        frame[f"rel_timeout_{name}"] = relative_timeout_target(frame, name)
+    return frame
 
 
 def _sample(rows: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings) -> pd.DataFrame:
@@ -54,12 +60,18 @@ def _sample(rows: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSetting
     return rows
 
 
-def _fit_base(frame: pd.DataFrame, mask: np.ndarray, label: str, sessions: pd.DatetimeIndex,
-              settings: AppSettings) -> StackedEnsemble:
+def _fit_base(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.DatetimeIndex,
+              settings: AppSettings) -> tuple[StackedEnsemble, PayoffHead]:
+    """The ensemble (P(win)) and the payoff head, on the same sampled training rows."""
+    label = f"label_{name}"
     rows = _sample(frame.loc[mask & frame[label].notna().to_numpy()], sessions, settings)
     X = rows[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
     model = StackedEnsemble(settings.models, settings.runtime.n_threads)
-    return model.fit(X, rows[label].to_numpy())
+    model.fit(X, rows[label].to_numpy())
+    head = PayoffHead().fit(X, rows[f"outcome_{name}"].to_numpy(),
+                            rows[f"rel_timeout_{name}"].to_numpy(dtype="float64"),
+                            settings.models, settings.runtime.n_threads)
+    return model, head
 
 
 def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Timestamp,
@@ -77,8 +89,9 @@ def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Times
     return prior
 
 
-def _fit_stack_and_calibrate(model: StackedEnsemble, prior: pd.DataFrame, settings: AppSettings
-                             ) -> dict[str, RegimeCalibrator]:
+def _fit_stack_and_calibrate(model: StackedEnsemble, head: PayoffHead, prior: pd.DataFrame,
+                             settings: AppSettings) -> dict[str, RegimeCalibrator]:
+    head.calibrate(prior)
     if prior.empty or prior["label"].nunique() < 2:
         return {}
     cols = [f"p_{n}" for n in model.base_names]
@@ -88,8 +101,8 @@ def _fit_stack_and_calibrate(model: StackedEnsemble, prior: pd.DataFrame, settin
                                   settings.models)
 
 
-def _predict_block(model: StackedEnsemble, test: pd.DataFrame, cuts: VolRegimeCuts,
-                   cals: dict[str, RegimeCalibrator], name: str, fold: Fold,
+def _predict_block(model: StackedEnsemble, head: PayoffHead, test: pd.DataFrame,
+                   cuts: VolRegimeCuts, cals: dict[str, RegimeCalibrator], name: str, fold: Fold,
                    settings: AppSettings) -> pd.DataFrame:
     X = test[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
     base = model.base_predict(X)
@@ -104,6 +117,21 @@ def _predict_block(model: StackedEnsemble, test: pd.DataFrame, cuts: VolRegimeCu
     out["vol_regime"] = regime
     out["label"] = test[f"label_{name}"].to_numpy()
     out["fwd_return"] = test[f"fwd_return_{name}"].to_numpy()
+    out["outcome"] = test[f"outcome_{name}"].astype("object").to_numpy()
+    out["atr_pct"] = test["atr_pct"].to_numpy(dtype="float64")
+    lab = settings.labels
+    out["realised_pnl"] = barrier_pnl(out["outcome"], out["fwd_return"], out["atr_pct"],
+                                      lab.take_profit_atr, lab.stop_atr)
+    out["rel_timeout"] = test[f"rel_timeout_{name}"].to_numpy(dtype="float64")
+    out["q_raw"], out["r_raw"] = head.raw(X)
+    out["q_cal"], out["r_cal"] = head.apply(out["q_raw"].to_numpy(), out["r_raw"].to_numpy(),
+                                            regime)
+    out["p_sd"] = calibrated_dispersion(base, regime, cals)
+    exp = barrier_expectancy(out["p_cal"].to_numpy(), out["q_cal"].to_numpy(),
+                             out["r_cal"].to_numpy(), out["atr_pct"].to_numpy(),
+                             lab.take_profit_atr, lab.stop_atr)
+    out["exp_pnl_barrier"] = exp["exp_pnl"]
+    out["exp_pnl"] = relative_to_session(exp["exp_pnl"], out["date"].to_numpy())
     return out
 
 
@@ -120,12 +148,12 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
         mask = purged_train_mask(frame["date"], sessions, fold.test_start, fold.test_end, h,
                                  settings.models.embargo_sessions)
         mask &= (frame["date"] >= fold.train_start).to_numpy()
-        model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
+        model, head = _fit_base(frame, mask, name, sessions, settings)
         prior = _prior(oos, sessions, fold.test_start, h, cuts, frame,
                        settings.models.calibration_lookback_years)
-        cals = _fit_stack_and_calibrate(model, prior, settings)
+        cals = _fit_stack_and_calibrate(model, head, prior, settings)
         test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
-        oos.append(_predict_block(model, test, cuts, cals, name, fold, settings))
+        oos.append(_predict_block(model, head, test, cuts, cals, name, fold, settings))
     result = pd.concat(oos, ignore_index=True) if oos else pd.DataFrame()
     return result, folds
 
@@ -135,9 +163,9 @@ def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame
     """The deployable model: base models on all rows, stacker/calibrators on recent OOS rows."""
     h = settings.labels.horizons[name]
     mask = np.ones(len(frame), dtype=bool)  # labels near the end are NaN: purged by construction
-    model = _fit_base(frame, mask, f"label_{name}", sessions, settings)
+    model, head = _fit_base(frame, mask, name, sessions, settings)
     after_last = sessions[-1] + pd.Timedelta(days=1)
     prior = (_prior([oos], sessions, after_last, h, cuts, frame,
                     settings.models.calibration_lookback_years) if len(oos) else pd.DataFrame())
-    cals = _fit_stack_and_calibrate(model, prior, settings)
-    return HorizonModel(name, h, model, cals)
+    cals = _fit_stack_and_calibrate(model, head, prior, settings)
+    return HorizonModel(name, h, model, cals, head)

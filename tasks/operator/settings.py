@@ -18,7 +18,7 @@ class NotifySettings(_Section):
     codes: list[str] = Field(
         ["kill_switch", "quarantine_activated", "quarantine_cleared", "escalation",
          "escalation_no_change", "budget_exhausted", "remote_unavailable", "health_error",
-         "forced_demo"],
+         "forced_demo", "empty_book"],
         description="Alert codes that are sent (see tasks/alerts.py).")
     webhook_url_env: str = Field(
         "HCP_NOTIFY_WEBHOOK_URL", description="Env var holding a webhook URL (JSON POST of the alert).")

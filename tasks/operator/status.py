@@ -54,13 +54,26 @@ def latest_health(paths: Paths) -> dict[str, Any] | None:
     return read_json(path) if path else None
 
 
+def empty_book(paths: Paths) -> dict[str, Any] | None:
+    """The latest planned session's empty book, from its health JSON: ``{"session", "line",
+    "buy_signals", "orders", "step", "by_step", "message"}``, or None when that session's
+    book is not empty (or no session has been planned)."""
+    from tasks.health.checks import empty_book_line
+
+    health = latest_health(paths) or {}
+    found = health.get("empty_book")
+    if not found:
+        return None
+    return {"session": health.get("date"), "line": empty_book_line(found), **found}
+
+
 def equity_curve(paths: Paths) -> list[dict[str, Any]]:
     """Per-session equity rows (session, end_net_liquidity, day_pnl_pct, drawdown, kill_switch)."""
     path = state_dir(paths) / "equity.parquet"
     if not path.is_file():
         return []
     frame = pd.read_parquet(path)
-    return json.loads(frame.to_json(orient="records"))
+    return json.loads(frame.to_json(orient="records", double_precision=15))
 
 
 def latest_session(paths: Paths) -> dict[str, Any] | None:
@@ -120,7 +133,7 @@ def plan_rows(paths: Paths, limit: int = 50) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     frame = pd.read_csv(path, nrows=limit)
-    return json.loads(frame.to_json(orient="records"))
+    return json.loads(frame.to_json(orient="records", double_precision=15))
 
 
 def learning(paths: Paths, settings: AppSettings) -> dict[str, Any]:
@@ -205,4 +218,4 @@ def snapshot(paths: Paths, settings: AppSettings, today: pd.Timestamp | None = N
     return {"session": eq[-1]["session"] if eq else None, "mode": risk["mode"], "risk": risk,
             "budget": budget_status(paths, settings), "learning": learning(paths, settings),
             "models": model_stats(paths), "alerts": recent_alerts(paths), "plan": plan_rows(paths),
-            "equity": eq}
+            "empty_book": empty_book(paths), "equity": eq}

@@ -12,22 +12,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tasks.plan.expectancy import etth_days, expected_return, lookup
-from tasks.plan.fusion import Weights, fuse, gate, horizon_edge
-from tasks.plan.sizing import (
-    KellyCap,
-    correlation_matrix,
-    effective_k,
-    kelly_cap,
-    score_cash,
-    to_quantity,
+from tasks.plan.expectancy import (
+    barrier_expectancy,
+    etth_days,
+    expectancy_se,
+    lookup,
+    relative_to_session,
+    second_moment,
+    slippage_estimate,
 )
+from tasks.plan.fusion import Weights, fuse, gate, horizon_edge
+from tasks.plan.sizing import book_risk_scale, score_cash, to_quantity
 from tasks.risk.clamps import Book, Order, clamp_batch, classify_bucket, stop_levels
 from tasks.settings import AppSettings
 
 PLAN_COLUMNS = ["ticker", "regime", "prob_win_cal", "entry_price", "qty", "position_cash",
                 "exp_pnl", "exp_pnl_net", "etth_days", "epnl_time", "action", "score", "stop",
-                "take_profit", "bucket", "sector", "reason_tags", "policy_version", "model_id"]
+                "take_profit", "bucket", "sector", "reason_tags", "policy_version", "model_id",
+                # after the seed's columns: why a BUY with a low P(win) is or is not sensible
+                "p_stop", "p_timeout", "exp_r", "exp_pnl_lb", "pct_of_nl"]
 CONTEXT_COLUMNS = ["rl_size_hint", "news_sentiment", "put_call_ratio"]
 
 
@@ -116,20 +119,44 @@ def signal_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
 
 
 def _expectancy(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
+    """Per-symbol expectancy of the plan horizon's barrier trade (tasks/plan/expectancy.py)."""
     h = settings.fusion.plan_horizon
     stats = inp.payoff[h]
     tp, sl = float(inp.thresholds["take_profit_atr"]), float(inp.thresholds["stop_atr"])
     p = df[f"p_cal_{h}"].to_numpy(dtype="float64")
-    q = lookup(stats, df["regime"], "p_stop_given_loss")
-    m = lookup(stats, df["regime"], "timeout_ret_atr")
+    q = _column(df, f"q_cal_{h}")
+    # a baseline without a payoff head: its regime's stop share, and no timeout return
+    q = np.where(np.isfinite(q), q, lookup(stats, df["regime"], "p_stop_given_loss"))
+    r = np.nan_to_num(_column(df, f"r_cal_{h}"), nan=0.0)
     atr_pct = df["atr_pct"].to_numpy(dtype="float64")
+    parts = barrier_expectancy(p, q, r, atr_pct, tp, sl)
+    fill, guard = settings.execution.fill, settings.guardrails
+    cap_cash = settings.risk.name_cap("core") * inp.book.net_liquidity
+    adv = np.exp(df["log_dollar_volume"].to_numpy(dtype="float64"))
+    slip = slippage_estimate(atr_pct, np.full(len(df), cap_cash), adv, fill.half_spread_bps,
+                             fill.impact_coef, fill.impact_exponent,
+                             settings.execution.bar_minutes)
     df["prob_win_cal"] = p
-    df["exp_pnl"] = expected_return(p, atr_pct, q, m, tp, sl)
-    df["exp_pnl_net"] = df["exp_pnl"] - 2 * settings.guardrails.fee_pct
+    df["p_stop"], df["p_timeout"] = parts["p_stop"], parts["p_timeout"]
+    df["exp_pnl_barrier"] = parts["exp_pnl"]
+    df["exp_pnl"] = relative_to_session(parts["exp_pnl"])
+    df["exp_pnl_net"] = df["exp_pnl"] - 2 * (guard.fee_pct + slip)
+    se = expectancy_se(_column(df, f"p_sd_{h}"), q, r, atr_pct, tp, sl)
+    df["exp_pnl_lb"] = df["exp_pnl_net"] - settings.fusion.expectancy_z * se
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["exp_r"] = df["exp_pnl_net"] / (sl * atr_pct)
+    m2 = second_moment(p, parts["p_stop"], parts["p_timeout"],
+                       lookup(stats, df["regime"], "timeout_ret_atr_sq", 1.0), atr_pct, tp, sl)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["kelly_f"] = df["exp_pnl_net"] / m2
     horizon = settings.labels.horizons[h]
     df["etth_days"] = etth_days(atr_pct, df["vol_20"].to_numpy(dtype="float64"), tp, sl, horizon)
     df["epnl_time"] = df["exp_pnl_net"] / df["etth_days"]
     return df
+
+
+def _column(df: pd.DataFrame, col: str) -> np.ndarray:
+    return df[col].to_numpy(dtype="float64", na_value=np.nan) if col in df else np.full(len(df), np.nan)
 
 
 def _candidates(sig: pd.DataFrame, inp: SessionInputs, settings: AppSettings
@@ -148,8 +175,8 @@ def _candidates(sig: pd.DataFrame, inp: SessionInputs, settings: AppSettings
         if r.signal == "SELL" and not risk.allow_short and held is None:
             why.append("sell_signal:no_position_and_shorts_disabled")
             continue
-        if r.signal == "BUY" and settings.fusion.expectancy_gate and not r.exp_pnl_net > 0:
-            why.append(f"expectancy:net {r.exp_pnl_net:.5f} <= 0")
+        if r.signal == "BUY" and settings.fusion.expectancy_gate and not r.exp_pnl_lb > 0:
+            why.append(f"expectancy:lower bound {r.exp_pnl_lb:+.4%} <= 0 (net {r.exp_pnl_net:+.4%})")
             continue
         adv = math.exp(r.log_dollar_volume) if math.isfinite(r.log_dollar_volume) else math.nan
         bucket = classify_bucket(r.symbol, r.close_raw, adv, risk)
@@ -175,18 +202,50 @@ def _hold_reason(r) -> str:
     return f"hold:score {r.score:.3f}"
 
 
-def _size(cand: pd.DataFrame, inp: SessionInputs, settings: AppSettings, kelly: KellyCap
-          ) -> tuple[list[Order], list[list[str]], dict]:
+def _size(cand: pd.DataFrame, inp: SessionInputs, settings: AppSettings
+          ) -> tuple[list[Order | None], list[list[str]], dict]:
+    """The sizing chain of each entry, one step at a time (README "Sizing"):
+
+    1. conviction: per-name cap x net liquidity x 2|score - 0.5| (the runbook's size);
+    2. RL size hint missing: x ``rl_missing_size_factor`` (the runbook's failure mode);
+    3. per-trade target: at most ``per_trade_target_pct`` x net liquidity;
+    4. Kelly: at most ``kelly_fraction`` x regime scale x f* x net liquidity, with
+       f* = exp_pnl_net / E[r^2] from the same probabilities and payoffs as the expectancy;
+    5. book risk: every new entry scaled by one factor so the book's one-day 99% VaR stays
+       within ``book_var99_max`` (:func:`book_risk_scale`);
+    6. whole lots, floored; below one lot or ``min_position_cash``: dropped, never inflated.
+    """
     guard, risk, nl = settings.guardrails, settings.risk, inp.book.net_liquidity
-    entries = cand.loc[~cand["exit"]].head(max(0, guard.max_positions - len(inp.book.positions)))
-    symbols = entries["symbol"].tolist()
-    info: dict = {"n_entries_considered": len(symbols)}
+    limit = guard.positions_limit(risk, nl)
+    room = max(0, limit - len(inp.book.positions))
+    entries = cand.loc[~cand["exit"]].head(room)
+    symbols = set(entries["symbol"])
+    regime = _first(cand, "market_regime")
+    kelly_scale = guard.kelly_regime_scale.get(regime or "", 1.0)
+    info: dict = {"max_positions": limit, "n_entries_considered": len(symbols),
+                  "kelly": f"kelly: {guard.kelly_fraction} x f* x {kelly_scale} ({regime})"}
+    cash_of: dict[str, float] = {}
+    tags_of: dict[str, list[str]] = {}
+    for r in entries.itertuples(index=False):
+        t: list[str] = []
+        cash = score_cash(r.score, risk.name_cap(r.bucket), nl)
+        if r.rl_missing:
+            cash *= guard.rl_missing_size_factor
+            t.append(f"size:rl_missing(x{guard.rl_missing_size_factor})")
+        target = guard.per_trade_target_pct * nl
+        if cash > target:
+            cash = target
+            t.append("size:per_trade_target")
+        kelly = guard.kelly_fraction * kelly_scale * max(0.0, float(r.kelly_f)) * nl
+        if not math.isfinite(kelly) or cash > kelly:
+            cash = kelly if math.isfinite(kelly) else 0.0
+            t.append(f"size:kelly_cap(f*={float(r.kelly_f):.3f})")
+        cash_of[r.symbol], tags_of[r.symbol] = cash, t
     scale = 1.0
-    if guard.effective_k and len(symbols) > 1 and inp.returns is not None:
-        corr = correlation_matrix(inp.returns.tail(guard.corr_window), symbols)
-        k = effective_k(np.ones(len(symbols)), corr)
-        scale = math.sqrt(k / len(symbols))
-        info.update(effective_k=k, effective_k_scale=scale)
+    if guard.book_risk and cash_of and inp.returns is not None:
+        scale, risk_info = book_risk_scale(cash_of, inp.book, inp.returns.tail(guard.corr_window),
+                                           guard.book_var99_max)
+        info.update(risk_info)
     orders, tags = [], []
     for r in cand.itertuples(index=False):
         if r.exit:
@@ -197,22 +256,13 @@ def _size(cand: pd.DataFrame, inp: SessionInputs, settings: AppSettings, kelly: 
             continue
         if r.symbol not in symbols:
             orders.append(None)
-            tags.append(["rank:beyond_max_positions"])
+            tags.append([f"rank:beyond_max_positions({limit})"])
             continue
-        t: list[str] = []
-        cash = score_cash(r.score, risk.name_cap(r.bucket), nl)
-        if r.rl_missing:
-            cash *= guard.rl_missing_size_factor
-            t.append(f"size:rl_missing(x{guard.rl_missing_size_factor})")
-        if cash > guard.per_trade_target:
-            cash = guard.per_trade_target
-            t.append("size:per_trade_target")
-        if kelly.cap is not None and cash > kelly.cap * nl:
-            cash = kelly.cap * nl
-            t.append("size:kelly_cap")
+        t = tags_of[r.symbol]
+        cash = cash_of[r.symbol]
         if scale < 1.0:
             cash *= scale
-            t.append(f"size:effective_k(x{scale:.3f})")
+            t.append(f"size:book_risk(x{scale:.3f})")
         qty, why = to_quantity(cash, r.close_raw, guard)
         if why:
             t.append(why)
@@ -237,9 +287,7 @@ class Sized:
 def size_orders(sig: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> Sized:
     """Candidates ranked by E[PnL]/time and sized (score, RL, target, Kelly, effective-K)."""
     cand, reasons = _candidates(sig, inp, settings)
-    kelly = kelly_cap(inp.episodes, settings.guardrails, _first(sig, "market_regime"))
-    orders, tags, info = _size(cand, inp, settings, kelly)
-    info["kelly"] = kelly.reason
+    orders, tags, info = _size(cand, inp, settings)
     return Sized(sig, cand, orders, tags, reasons, info)
 
 
@@ -268,7 +316,55 @@ def apply_clamps(sized: Sized, inp: SessionInputs, settings: AppSettings,
     plan = _plan_frame(plan_rows)
     info.update(weights_used=_weights_info(inp.policy["blend_weights"]),
                 rl_missing=int(sig["rl_missing"].sum()))
+    info["empty_book"] = empty_book_info(sig, reasons, plan)
+    if info["empty_book"]:
+        alerts.append(info["empty_book"]["message"])
     return Decision(sig, plan, _audit(sig, reasons, plan), book, alerts, info)
+
+
+# reason-tag prefixes that stop a BUY from becoming an order, in the order the chain applies them
+_ZEROING = ("hold:", "gate:", "expectancy:", "bucket:", "rank:", "size:", "clamp:", "health:")
+_SIZE_CAPS = ("size:kelly_cap", "size:book_risk", "size:per_trade_target")
+_SIZE_LIMITERS = (*_SIZE_CAPS, "size:rl_missing")
+
+
+def zeroing_step(tags: list[str]) -> str:
+    """The step of the chain that left a BUY without an order, from its reason tags.
+
+    A position floored below one lot or the minimum order is named after the last sizing cap
+    that shrank it (Kelly, book risk, per-trade target), else the size multiplier (RL hint
+    missing), else the floor itself: that is what zeroed it. Gate, hold and expectancy steps
+    are named without their figures (``gate:high_vol``, ``expectancy:lower_bound``)."""
+    for tag in tags:
+        if tag.startswith(("size:below_", "size:no_price")):
+            caps = [t.split("(")[0] for t in tags if t.startswith(_SIZE_CAPS)]
+            mult = [t.split("(")[0] for t in tags if t.startswith("size:rl_missing")]
+            return (caps or mult or [tag.split("(")[0]])[-1]
+        if tag.startswith(_ZEROING) and not tag.startswith(_SIZE_LIMITERS):
+            if tag.startswith(("gate:", "hold:")):
+                return tag.split(" ")[0]
+            if tag.startswith("expectancy:"):
+                return "expectancy:lower_bound"
+            return tag.split("(")[0]
+    return "unknown"
+
+
+def empty_book_info(sig: pd.DataFrame, reasons: dict[str, list[str]], plan: pd.DataFrame
+                    ) -> dict | None:
+    """When the fusion said BUY for some symbols and none became an order: which step zeroed
+    them, with counts (None when there is no BUY signal or at least one BUY order)."""
+    buys = sig.loc[sig["action"] == "BUY", "symbol"].tolist()
+    if not buys or (plan["action"] == "BUY").any():
+        return None
+    by_step: dict[str, int] = {}
+    for sym in buys:
+        step = zeroing_step(reasons.get(sym, []))
+        by_step[step] = by_step.get(step, 0) + 1
+    by_step = dict(sorted(by_step.items(), key=lambda kv: (-kv[1], kv[0])))
+    step = next(iter(by_step))
+    detail = ", ".join(f"{k} {v}" for k, v in by_step.items())
+    return {"buy_signals": len(buys), "orders": 0, "step": step, "by_step": by_step,
+            "message": f"empty book: {len(buys)} BUY signal(s), no order; zeroed by {detail}"}
 
 
 def decide(inp: SessionInputs, settings: AppSettings, health_stop: list[str] | None = None
@@ -292,7 +388,10 @@ def _plan_row(r, order: Order, tags: list[str], inp: SessionInputs, settings: Ap
             "exp_pnl_net": r.exp_pnl_net, "etth_days": r.etth_days, "epnl_time": r.epnl_time,
             "action": order.side, "score": r.score, "stop": stop, "take_profit": tp,
             "bucket": order.bucket, "sector": order.sector, "reason_tags": ";".join(tags),
-            "policy_version": inp.policy_version, "model_id": inp.model_id}
+            "policy_version": inp.policy_version, "model_id": inp.model_id,
+            "p_stop": r.p_stop, "p_timeout": r.p_timeout, "exp_r": r.exp_r,
+            "exp_pnl_lb": r.exp_pnl_lb,
+            "pct_of_nl": order.qty * order.price / inp.book.net_liquidity}
 
 
 def _plan_frame(rows: list[dict]) -> pd.DataFrame:
@@ -307,8 +406,8 @@ def _plan_frame(rows: list[dict]) -> pd.DataFrame:
 
 def _audit(sig: pd.DataFrame, reasons: dict[str, list[str]], plan: pd.DataFrame) -> pd.DataFrame:
     cols = ["symbol", "date", "sector", "regime", "p_cal_short", "p_cal_mid", "edge_short",
-            "edge_mid", "gate_edge", "gate", "score", "action", "signal", "exp_pnl_net",
-            "epnl_time"]
+            "edge_mid", "gate_edge", "gate", "score", "action", "signal", "p_stop", "p_timeout",
+            "exp_pnl_barrier", "exp_pnl_net", "exp_pnl_lb", "exp_r", "kelly_f", "epnl_time"]
     audit = sig[cols].copy()
     taken = set(plan["ticker"])
     audit["taken"] = audit["symbol"].isin(taken)

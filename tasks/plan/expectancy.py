@@ -1,18 +1,36 @@
-"""Expected P&L and expected time-to-hit of a barrier trade, and the statistics behind them.
+"""Expected P&L of a barrier trade, per symbol, from the model's predicted outcomes.
 
 A trade bought at the close with a take-profit ``b`` ATR above and a stop ``a`` ATR below
-(the model's label barriers) ends one of three ways within the horizon: target first (win,
-probability ``p`` = the calibrated P(win)), stop first, or neither (timeout, exit at the close
-of the last session). With ``q`` = P(stop first | not a win) and ``m`` = the mean timeout return
-in ATR units, both measured per volatility regime on the baseline's training span::
+(the model's label barriers) ends one of three ways within the horizon. The model predicts,
+per symbol (``tasks/models/payoff.py``), each calibrated per volatility regime out of sample:
 
-    E[return] = atr_pct * (p * b - (1 - p) * q * a + (1 - p) * (1 - q) * m)
-    E[net]    = E[return] - 2 * fee_pct            (one fee to enter, one to exit)
+- ``p``  = P(take-profit first)                          (the ensemble's calibrated P(win))
+- ``q``  = P(stop first | not a win)                      (the payoff head)
+- ``r``  = E[timeout return | x] in ATR units, relative to the market (the payoff head)
 
-``etth_days`` (expected time to hit, in sessions) is the ATR-based proxy of a driftless random
-walk leaving the band (-a ATR, +b ATR): ``a * b * (atr_pct / sigma_daily)^2``, with
-``sigma_daily = vol_20 / sqrt(252)``, capped at the horizon. ``epnl_time = E[net] / etth_days``
-ranks the plan.
+so that ``P(stop) = (1 - p) q`` and ``P(timeout) = (1 - p)(1 - q)``, and, as a fraction of entry::
+
+    barrier     = atr_pct * (p * b - P(stop) * a + P(timeout) * r)
+    exp_pnl     = barrier - mean(barrier over the session's scored names)
+    exp_pnl_net = exp_pnl - 2 * (fee_pct + slippage)       (fees and slippage both ways)
+    exp_r       = exp_pnl_net / (a * atr_pct)               (expected R-multiple; 1R = the stop)
+
+The expectancy is **relative to the session's average name**: the model makes no forecast of
+the market's direction, so the level that every name shares (the drift of the training span,
+and any bias of the calibrated levels) is taken out. ``exp_pnl`` is the P&L the trade is
+expected to make if the market as a whole goes nowhere; a BUY must beat the average name by
+more than its costs. Without this, a rising training span made every name look profitable.
+
+The uncertainty of the estimate is the ensemble's own disagreement: ``p_sd`` = the standard
+deviation of the base models' calibrated P(win), carried through
+the identity (delta method, d exp_pnl / dp = atr_pct * (b + q a - (1 - q) r))::
+
+    exp_pnl_lb  = exp_pnl_net - z * atr_pct * |b + q a - (1 - q) r| * p_sd
+
+A BUY needs ``exp_pnl_lb > 0`` (``fusion.expectancy_z``, default 1). ``etth_days`` (expected
+time to hit, in sessions) is the ATR-based proxy of a driftless random walk leaving the band
+(-a ATR, +b ATR): ``a * b * (atr_pct / sigma_daily)^2``, capped at the horizon;
+``epnl_time = exp_pnl_net / etth_days`` ranks the plan.
 """
 
 from __future__ import annotations
@@ -55,6 +73,7 @@ def _stats(sub: pd.DataFrame) -> dict[str, float]:
     timeouts = losses.loc[losses["outcome"] == "timeout", "ret_atr"]
     timeouts = timeouts[np.isfinite(timeouts)]
     return {
+        "timeout_ret_atr_sq": float((timeouts ** 2).mean()) if len(timeouts) else 1.0,
         "n": int(len(sub)),
         "base_rate": float(sub["label"].mean()) if len(sub) else math.nan,
         "p_stop_given_loss": float(stopped / len(losses)) if len(losses) else math.nan,
@@ -62,11 +81,64 @@ def _stats(sub: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def lookup(stats: dict[str, dict], regime: pd.Series, key: str) -> np.ndarray:
-    """Per-row value of ``key`` for each row's regime (the 'all' row when the regime is unknown)."""
-    fallback = stats[ALL][key]
+def lookup(stats: dict[str, dict], regime: pd.Series, key: str,
+           default: float | None = None) -> np.ndarray:
+    """Per-row value of ``key`` for each row's regime (the 'all' row when the regime is unknown;
+    ``default`` when a baseline's statistics predate the key)."""
+    fallback = stats[ALL][key] if default is None else stats[ALL].get(key, default)
     return regime.map(lambda r: stats.get(r, stats[ALL]).get(key, fallback)
                       if isinstance(r, str) else fallback).to_numpy(dtype="float64")
+
+
+def barrier_expectancy(p: np.ndarray, q: np.ndarray, r: np.ndarray, atr_pct: np.ndarray,
+                       tp_atr: float, stop_atr: float) -> dict[str, np.ndarray]:
+    """P(stop), P(timeout) and the gross expected return of the barrier trade (module doc)."""
+    p = np.asarray(p, dtype="float64")
+    q = np.asarray(q, dtype="float64")
+    r = np.asarray(r, dtype="float64")
+    p_stop, p_to = (1 - p) * q, (1 - p) * (1 - q)
+    exp = np.asarray(atr_pct, dtype="float64") * (p * tp_atr - p_stop * stop_atr + p_to * r)
+    return {"p_stop": p_stop, "p_timeout": p_to, "exp_pnl": exp}
+
+
+def relative_to_session(values: np.ndarray, dates: np.ndarray | None = None) -> np.ndarray:
+    """Values minus the mean of their session (all rows one session when ``dates`` is None)."""
+    v = np.asarray(values, dtype="float64")
+    if dates is None:
+        finite = v[np.isfinite(v)]
+        return v - (finite.mean() if len(finite) else 0.0)
+    mean = pd.Series(v).groupby(np.asarray(dates)).transform("mean").to_numpy()
+    return v - mean
+
+
+def expectancy_se(p_sd: np.ndarray, q: np.ndarray, r: np.ndarray, atr_pct: np.ndarray,
+                  tp_atr: float, stop_atr: float) -> np.ndarray:
+    """Standard error of exp_pnl from the ensemble's dispersion of P(win) (delta method)."""
+    slope = np.abs(tp_atr + np.asarray(q) * stop_atr - (1 - np.asarray(q)) * np.asarray(r))
+    return np.asarray(atr_pct, dtype="float64") * slope * np.nan_to_num(np.asarray(p_sd), nan=0.0)
+
+
+def second_moment(p: np.ndarray, p_stop: np.ndarray, p_to: np.ndarray, to_sq_atr: np.ndarray,
+                  atr_pct: np.ndarray, tp_atr: float, stop_atr: float) -> np.ndarray:
+    """E[return^2] of the barrier trade (the Kelly denominator), always > 0 for atr_pct > 0."""
+    return np.asarray(atr_pct, dtype="float64") ** 2 * (
+        np.asarray(p) * tp_atr ** 2 + np.asarray(p_stop) * stop_atr ** 2
+        + np.asarray(p_to) * np.maximum(np.asarray(to_sq_atr), 1e-6))
+
+
+def slippage_estimate(atr_pct: np.ndarray, cash: np.ndarray, adv_usd: np.ndarray,
+                      half_spread_bps: float, impact_coef: float, impact_exponent: float,
+                      bar_minutes: int) -> np.ndarray:
+    """The paper broker's slippage per side for an order of ``cash`` filled on one intraday bar.
+
+    Same model as the broker (half spread + impact x bar range x participation^exponent), with
+    the bar's range taken as ATR% / sqrt(bars per session) and its volume as ADV / bars."""
+    bars = max(1.0, 390.0 / bar_minutes)
+    bar_range = np.asarray(atr_pct, dtype="float64") / math.sqrt(bars)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        part = np.clip(np.asarray(cash, dtype="float64") * bars / np.asarray(adv_usd), 0.0, 1.0)
+    part = np.where(np.isfinite(part), part, 1.0)
+    return half_spread_bps / 1e4 + impact_coef * np.nan_to_num(bar_range) * part ** impact_exponent
 
 
 def expected_return(p: np.ndarray, atr_pct: np.ndarray, q: np.ndarray, m: np.ndarray,

@@ -95,6 +95,7 @@ def make_record(key: str, parts: dict[str, Any], health: dict[str, Any], n_order
             "key_parts": {k: v for k, v in parts.items() if k != "all_settings"},
             "status": health["summary"]["status"], "errors": health["summary"]["errors"],
             "warnings": health["summary"]["warnings"], "n_orders": n_orders,
+            "empty_book": health.get("empty_book"),
             "coverage_pct": health["metrics"]["coverage"]["coverage_pct"],
             "gross_exposure": health["metrics"]["exposure"]["gross"],
             "paths": {k: str(v) for k, v in written.items()},

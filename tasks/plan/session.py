@@ -132,7 +132,8 @@ def recent_features(hist: History, as_of: pd.Timestamp, settings: AppSettings) -
 def assess(*, as_of: pd.Timestamp, decision: Decision, errors: list[str], today: pd.DataFrame,
            recent: pd.DataFrame, drift_rows: pd.DataFrame, baseline: Baseline,
            settings: AppSettings, extra: dict[str, Any]) -> dict[str, Any]:
-    """The health JSON of a decided session."""
+    """The health JSON of a decided session (the daily flow's and the replay's alike), with the
+    decision's empty-book finding as a WARNING and the field ``empty_book``."""
     quality = realised_quality(recent, list(settings.labels.horizons))
     psi_values = drift(drift_rows, baseline.manifest.get("feature_reference", {}),
                        settings.health)
@@ -143,6 +144,7 @@ def assess(*, as_of: pd.Timestamp, decision: Decision, errors: list[str], today:
         plan=decision.plan, exposure=exposures(decision.book),
         net_liquidity=decision.book.net_liquidity, quality=quality, psi_values=psi_values,
         manifest=baseline.manifest, cfg=settings.health, alerts=decision.alerts,
+        empty_book=decision.info.get("empty_book"),
         extra={"plan_horizon": settings.fusion.plan_horizon, "market": market,
                "sizing": decision.info, **extra})
 

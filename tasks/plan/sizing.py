@@ -1,60 +1,85 @@
-"""Position sizing before the hard clamps: score-scaled bucket limit, Kelly cap, effective-K.
+"""Position sizing before the hard clamps (the chain is documented in ``build._size``).
 
-``cash = per_name_cap(bucket) * net_liquidity * 2 * |score - 0.5|`` (the runbook's
-``bucket_limit * 2|score - 0.5|``, with the bucket's per-name limit as the limit), halved when
-the RL hint is missing, capped by ``per_trade_target``, by a fractional-Kelly cap once enough
-closed episodes exist, and scaled by ``sqrt(effK / n)`` so that n correlated picks carry the
-risk of n independent ones. Quantities are whole lots, floored; a position below one lot or
-below ``min_position_cash`` is dropped, never inflated.
+Kelly is computed per symbol from the same probabilities and payoffs as the expectancy
+(``build._expectancy``: ``kelly_f = exp_pnl_net / E[r^2]``, the growth-optimal fraction of a
+bet with small outcomes), so f* > 0 exactly when the net expectancy is > 0. The book-risk step
+scales every new entry by one factor so the one-day 99% value at risk of the whole book (held
+positions and new entries, from the recent return covariance) stays within a limit.
+Quantities are whole lots, floored; a position below one lot or below ``min_position_cash`` is
+dropped, never inflated.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from tasks.risk.clamps import Book
 from tasks.trading_settings import GuardrailSettings
 
 
-def kelly_fraction(p: float, payoff_ratio: float) -> float:
-    """Full Kelly f* = p - (1 - p) / R (negative means: no edge)."""
-    if payoff_ratio <= 0 or not math.isfinite(payoff_ratio):
+def kelly_fraction(exp_net: float, second_moment: float) -> float:
+    """Growth-optimal fraction f* = E[r] / E[r^2] (negative means: no edge)."""
+    if not (second_moment > 0 and math.isfinite(second_moment) and math.isfinite(exp_net)):
         return -1.0
-    return p - (1.0 - p) / payoff_ratio
+    return exp_net / second_moment
 
 
-@dataclass(frozen=True)
-class KellyCap:
-    """Cap as a fraction of net liquidity (None when too few episodes) and its inputs."""
-
-    cap: float | None
-    n_episodes: int
-    win_rate: float | None = None
-    payoff_ratio: float | None = None
-    reason: str = ""
+Z99 = 2.3263478740408408  # one-sided 99% quantile of the standard normal
 
 
-def kelly_cap(episodes: pd.DataFrame | None, guard: GuardrailSettings,
-              market_regime: str | None) -> KellyCap:
-    """Fractional Kelly from closed episodes (column ``pnl``), scaled by the market regime."""
-    pnl = (episodes["pnl"].to_numpy(dtype="float64") if episodes is not None
-           and "pnl" in episodes else np.array([]))
-    pnl = pnl[np.isfinite(pnl)]
-    n = len(pnl)
-    if n < guard.kelly_min_episodes:
-        return KellyCap(None, n, reason=f"kelly: {n} closed episodes < {guard.kelly_min_episodes}")
-    wins, losses = pnl[pnl > 0], pnl[pnl <= 0]
-    p = len(wins) / n
-    ratio = (wins.mean() / abs(losses.mean())) if len(wins) and len(losses) and losses.mean() else (
-        math.inf if len(wins) else 0.0)
-    f = kelly_fraction(p, ratio) if math.isfinite(ratio) else p
-    scale = guard.kelly_regime_scale.get(market_regime or "", 1.0)
-    cap = max(0.0, f) * guard.kelly_fraction * scale
-    return KellyCap(cap, n, p, ratio if math.isfinite(ratio) else None,
-                    f"kelly: f*={f:.4f} x {guard.kelly_fraction} x {scale} ({market_regime})")
+def _covariance(returns: pd.DataFrame, symbols: list[str], min_obs: int = 20) -> np.ndarray:
+    """Daily return covariance of ``symbols``; unknown pairs independent, unknown variances the
+    median of the known ones (or (2%)^2 when none is known)."""
+    cov = returns.reindex(columns=symbols).cov(min_periods=min_obs).to_numpy(dtype="float64")
+    diag = np.diag(cov).copy()
+    known = diag[np.isfinite(diag) & (diag > 0)]
+    fill = float(np.median(known)) if len(known) else 0.02 ** 2
+    diag = np.where(np.isfinite(diag) & (diag > 0), diag, fill)
+    cov = np.nan_to_num(cov, nan=0.0)
+    np.fill_diagonal(cov, diag)
+    return cov
+
+
+def book_var99(weights: np.ndarray, cov: np.ndarray) -> float:
+    """One-day 99% VaR (normal) of a book with ``weights`` (signed fractions of net liquidity)."""
+    return Z99 * math.sqrt(max(0.0, float(weights @ cov @ weights)))
+
+
+def book_risk_scale(entry_cash: dict[str, float], book: Book, returns: pd.DataFrame,
+                    var_max: float) -> tuple[float, dict]:
+    """One factor s in [0, 1] for every new entry so that VaR99(held + s * entries) <= var_max.
+
+    Returns (s, info) with the book's VaR before and after, and the effective number of
+    independent bets among the entries (reported, not applied)."""
+    nl = book.net_liquidity
+    held = [p for p in book.positions.values() if p.qty]
+    symbols = [p.symbol for p in held] + [s for s in entry_cash if s not in book.positions]
+    index = {s: i for i, s in enumerate(symbols)}
+    w_held, w_new = np.zeros(len(symbols)), np.zeros(len(symbols))
+    for p in held:
+        w_held[index[p.symbol]] = p.qty * p.price * p.delta / nl
+    for sym, cash in entry_cash.items():
+        w_new[index[sym]] += cash / nl
+    cov = _covariance(returns, symbols)
+    target = (var_max / Z99) ** 2
+    a, b, c = float(w_new @ cov @ w_new), float(w_held @ cov @ w_new), float(w_held @ cov @ w_held)
+    full = book_var99(w_held + w_new, cov)
+    if full <= var_max or a <= 0:
+        scale = 1.0
+    elif c >= target:
+        scale = 0.0
+    else:
+        scale = float(np.clip((-b + math.sqrt(max(0.0, b * b - a * (c - target)))) / a, 0.0, 1.0))
+    entries = [s for s in entry_cash if entry_cash[s] > 0]
+    k = (effective_k(np.array([entry_cash[s] for s in entries]),
+                     correlation_matrix(returns, entries)) if len(entries) > 1 else float(len(entries)))
+    info = {"book_var99_before_scaling": full, "book_var99": book_var99(w_held + scale * w_new, cov),
+            "book_var99_max": var_max, "book_risk_scale": scale, "effective_k": k,
+            "n_entries_sized": len(entries)}
+    return scale, info
 
 
 def effective_k(weights: np.ndarray, corr: np.ndarray) -> float:

@@ -142,7 +142,7 @@ def blocked_reason(order: Order, book: Book, risk: RiskSettings, guard: Guardrai
     if order.side == "SELL" and not risk.allow_short and order.symbol not in book.positions:
         return "clamp:no_short"
     held = book.positions.get(order.symbol)
-    if held is None and len(book.positions) >= guard.max_positions:
+    if held is None and len(book.positions) >= guard.positions_limit(risk, book.net_liquidity):
         return "clamp:max_positions"
     if held is not None and held.lots >= guard.max_per_ticker:
         return "clamp:max_per_ticker"

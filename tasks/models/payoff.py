@@ -1,0 +1,150 @@
+"""The payoff head: how a barrier trade that does not win ends, predicted per symbol.
+
+The ensemble predicts P(take-profit first). The other two first-touch outcomes and the exit of
+a timeout are predicted here, from the same features and on the same purged training rows:
+
+- ``q(x)`` = P(stop first | not a win): a gradient-boosted classifier on the rows that did not
+  win (stop first, or both barriers in one session, against timeout);
+- ``r(x)`` = E[timeout return | x], in ATR units and **relative to the market**: a
+  gradient-boosted regressor on the timeout rows, whose target is the name's simple return to
+  the horizon minus the equal-weighted mean of every name's return over the same sessions,
+  divided by its ATR%. The market's drift is taken out on purpose: a training span that rose
+  would otherwise make every name's timeout look profitable (the level of the market over the
+  next days is not something these features forecast).
+
+Both are calibrated per volatility regime on earlier out-of-sample rows only, as P(win) is:
+``q`` by Platt scaling, ``r`` by a least-squares slope through the origin clipped to [0, 1]
+(a shrinkage towards 0 that measures how much of the predicted relative return was realised).
+A regime without enough earlier rows keeps the raw ``q`` and a slope of 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from xgboost import XGBClassifier, XGBRegressor
+
+from tasks.features.regimes import VOL_REGIMES
+from tasks.models.calibration import Platt, apply_calibrators
+from tasks.settings import ModelSettings
+
+STOP_OUTCOMES = ("sl", "both")
+MIN_ROWS = 200
+
+
+def relative_timeout_target(frame: pd.DataFrame, horizon: str) -> np.ndarray:
+    """Per row: (simple return to the horizon - the date's equal-weighted mean) / ATR%."""
+    simple = np.expm1(frame[f"fwd_return_{horizon}"].to_numpy(dtype="float64"))
+    market = pd.Series(simple).groupby(frame["date"].to_numpy()).transform("mean").to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = (simple - market) / frame["atr_pct"].to_numpy(dtype="float64")
+    return np.where(np.isfinite(rel), rel, np.nan)
+
+
+def _xgb_params(cfg: ModelSettings, n_threads: int) -> dict:
+    x = cfg.xgb
+    return {"n_estimators": max(50, x.n_estimators // 2), "max_depth": min(x.max_depth, 4),
+            "learning_rate": x.learning_rate * 2, "subsample": x.subsample,
+            "colsample_bytree": x.colsample_bytree, "min_child_weight": max(100, x.min_child_weight),
+            "tree_method": "hist", "n_jobs": n_threads, "random_state": cfg.random_state}
+
+
+@dataclass
+class PayoffHead:
+    """Stop-vs-timeout classifier and relative timeout-return regressor, with per-regime maps."""
+
+    stop_model: XGBClassifier | None = None
+    timeout_model: XGBRegressor | None = None
+    stop_cal: dict[str, Platt] = field(default_factory=dict)
+    timeout_slope: dict[str, float] = field(default_factory=dict)
+    n_fit: dict[str, int] = field(default_factory=dict)
+
+    def fit(self, X: np.ndarray, outcome: np.ndarray, rel: np.ndarray, cfg: ModelSettings,
+            n_threads: int) -> PayoffHead:
+        """Fit on training rows: ``outcome`` in tp/sl/both/timeout, ``rel`` the relative target."""
+        outcome = pd.Series(outcome).astype("object").to_numpy()
+        X = np.asarray(X, dtype="float32")
+        losses = np.isin(outcome, [*STOP_OUTCOMES, "timeout"])
+        y_stop = np.isin(outcome[losses], STOP_OUTCOMES).astype(int)
+        if losses.sum() >= MIN_ROWS and 0 < y_stop.mean() < 1:
+            self.stop_model = XGBClassifier(**_xgb_params(cfg, n_threads), eval_metric="logloss")
+            self.stop_model.fit(X[losses], y_stop)
+        to = (outcome == "timeout") & np.isfinite(rel)
+        if to.sum() >= MIN_ROWS:
+            target = np.clip(rel[to], -5.0, 5.0)
+            self.timeout_model = XGBRegressor(**_xgb_params(cfg, n_threads))
+            self.timeout_model.fit(X[to], target)
+        self.n_fit = {"losses": int(losses.sum()), "timeouts": int(to.sum())}
+        return self
+
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Uncalibrated q(x) and r(x) (NaN when the part could not be fit)."""
+        X = np.asarray(X, dtype="float32")
+        n = len(X)
+        q = (self.stop_model.predict_proba(X)[:, 1] if self.stop_model is not None
+             else np.full(n, np.nan))
+        r = (self.timeout_model.predict(X).astype("float64") if self.timeout_model is not None
+             else np.full(n, np.nan))
+        return q.astype("float64"), r
+
+    def calibrate(self, prior: pd.DataFrame) -> PayoffHead:
+        """Per-regime maps from earlier out-of-sample rows (columns q_raw, r_raw, outcome,
+        rel_timeout, vol_regime)."""
+        self.stop_cal, self.timeout_slope = {}, {}
+        if prior.empty or "q_raw" not in prior:
+            return self
+        outcome = prior["outcome"].astype("object").to_numpy()
+        regime = prior["vol_regime"].astype("object").to_numpy()
+        q, r = prior["q_raw"].to_numpy(dtype="float64"), prior["r_raw"].to_numpy(dtype="float64")
+        rel = prior["rel_timeout"].to_numpy(dtype="float64")
+        for name in VOL_REGIMES:
+            rows = (regime == name) & np.isin(outcome, [*STOP_OUTCOMES, "timeout"]) & np.isfinite(q)
+            y = np.isin(outcome[rows], STOP_OUTCOMES).astype(int)
+            if rows.sum() >= MIN_ROWS and 0 < y.mean() < 1:
+                self.stop_cal[name] = Platt().fit(q[rows], y)
+            to = (regime == name) & (outcome == "timeout") & np.isfinite(r) & np.isfinite(rel)
+            if to.sum() >= MIN_ROWS:
+                self.timeout_slope[name] = shrink_slope(r[to], np.clip(rel[to], -5.0, 5.0))
+        return self
+
+    def predict(self, X: np.ndarray, regime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated q(x) and r(x) per row's regime (slope 0 where a regime has no map)."""
+        q_raw, r_raw = self.raw(X)
+        return self.apply(q_raw, r_raw, regime)
+
+    def apply(self, q_raw: np.ndarray, r_raw: np.ndarray, regime: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        regime = pd.Series(regime).astype("object").to_numpy()
+        q, r = np.array(q_raw, dtype="float64"), np.zeros(len(r_raw))
+        for name, cal in self.stop_cal.items():
+            rows = (regime == name) & np.isfinite(q_raw)
+            if rows.any():
+                q[rows] = cal.predict(q_raw[rows])
+        for name, slope in self.timeout_slope.items():
+            rows = (regime == name) & np.isfinite(r_raw)
+            r[rows] = slope * r_raw[rows]
+        return q, r
+
+    def summary(self) -> dict:
+        return {"n_fit": self.n_fit, "stop_calibrated": sorted(self.stop_cal),
+                "timeout_slope": {k: round(v, 4) for k, v in sorted(self.timeout_slope.items())}}
+
+
+def shrink_slope(pred: np.ndarray, realised: np.ndarray) -> float:
+    """Least-squares slope of realised on predicted through the origin, clipped to [0, 1]."""
+    denom = float(np.dot(pred, pred))
+    if denom <= 0:
+        return 0.0
+    return float(np.clip(np.dot(pred, realised) / denom, 0.0, 1.0))
+
+
+def calibrated_dispersion(base: np.ndarray, regime: np.ndarray, calibrators: dict) -> np.ndarray:
+    """Standard deviation across the base models of their P(win) mapped through the regime's
+    calibrator: the ensemble's own disagreement on a name, on the calibrated scale."""
+    if base.shape[1] < 2 or not calibrators:
+        return np.zeros(len(base))
+    cols = [apply_calibrators(base[:, i], regime, calibrators, strict=False)
+            for i in range(base.shape[1])]
+    return np.nan_to_num(np.std(np.column_stack(cols), axis=1), nan=0.0)

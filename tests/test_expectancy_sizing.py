@@ -1,0 +1,190 @@
+"""Hand-computed cases of the per-symbol expectancy, the Kelly fraction and the sizing chain.
+
+The reference trade: take-profit 2.5 ATR, stop 1.8 ATR, ATR 2% of price. With P(tp) 0.3,
+P(stop | not tp) 0.5 and a relative timeout return of +0.2 ATR:
+P(stop) = 0.35, P(timeout) = 0.35 and
+exp_pnl = 0.02 * (0.3 * 2.5 - 0.35 * 1.8 + 0.35 * 0.2) = 0.02 * 0.19 = 0.0038.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tasks.features.labels import barrier_pnl
+from tasks.models.payoff import shrink_slope
+from tasks.plan.expectancy import (
+    barrier_expectancy,
+    expectancy_se,
+    second_moment,
+    slippage_estimate,
+)
+from tasks.plan.sizing import Z99, book_risk_scale, book_var99, kelly_fraction
+from tasks.risk.clamps import Book, Position
+from tasks.trading_settings import GuardrailSettings, RiskSettings
+
+TP, SL = 2.5, 1.8
+
+
+def test_expectancy_identity_hand_computed():
+    out = barrier_expectancy(np.array([0.3]), np.array([0.5]), np.array([0.2]), np.array([0.02]),
+                             TP, SL)
+    assert out["p_stop"][0] == pytest.approx(0.35)
+    assert out["p_timeout"][0] == pytest.approx(0.35)
+    assert out["exp_pnl"][0] == pytest.approx(0.0038)
+
+
+def test_low_p_win_can_still_be_positive_and_high_p_win_negative():
+    # P(win) 0.09 but the stop is rarely hit and timeouts drift up relative to the market
+    low = barrier_expectancy(np.array([0.09]), np.array([0.05]), np.array([0.3]),
+                             np.array([0.02]), TP, SL)["exp_pnl"][0]
+    assert low == pytest.approx(0.02 * (0.09 * 2.5 - 0.91 * 0.05 * 1.8 + 0.91 * 0.95 * 0.3))
+    assert low > 0
+    # P(win) 0.4 with every loss a stop: 0.4 * 2.5 - 0.6 * 1.8 = -0.08 ATR
+    high = barrier_expectancy(np.array([0.4]), np.array([1.0]), np.array([0.0]),
+                              np.array([0.02]), TP, SL)["exp_pnl"][0]
+    assert high == pytest.approx(0.02 * -0.08)
+
+
+def test_martingale_break_even():
+    # a driftless walk leaving (-a, +b) hits +b first with probability a / (a + b)
+    p = SL / (TP + SL)
+    out = barrier_expectancy(np.array([p]), np.array([1.0]), np.array([0.0]), np.array([0.02]),
+                             TP, SL)
+    assert out["exp_pnl"][0] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_expectancy_se_delta_method():
+    # d exp / dp = atr * (b + q a - (1 - q) r) = 0.02 * (2.5 + 0.9 - 0.1) = 0.066
+    se = expectancy_se(np.array([0.05]), np.array([0.5]), np.array([0.2]), np.array([0.02]),
+                       TP, SL)
+    assert se[0] == pytest.approx(0.066 * 0.05)
+    assert expectancy_se(np.array([np.nan]), np.array([0.5]), np.array([0.2]),
+                         np.array([0.02]), TP, SL)[0] == 0.0
+
+
+def test_second_moment_hand_computed():
+    m2 = second_moment(np.array([0.3]), np.array([0.35]), np.array([0.35]), np.array([0.5]),
+                       np.array([0.02]), TP, SL)
+    assert m2[0] == pytest.approx(0.0004 * (0.3 * 6.25 + 0.35 * 3.24 + 0.35 * 0.5))
+
+
+def test_kelly_fraction_hand_computed():
+    assert kelly_fraction(0.0038, 0.0019) == pytest.approx(2.0)
+    assert kelly_fraction(-0.001, 0.002) == pytest.approx(-0.5)
+    assert kelly_fraction(0.0, 0.002) == 0.0
+
+
+@pytest.mark.parametrize("m2", [0.0, -1.0, math.inf, math.nan])
+def test_kelly_fraction_invalid_moment_is_no_edge(m2):
+    assert kelly_fraction(0.01, m2) == -1.0
+
+
+prob = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(p=prob, q=prob, r=st.floats(-3.0, 3.0), atr=st.floats(0.002, 0.2),
+       to_sq=st.floats(0.0, 10.0), cost=st.floats(0.0, 0.01))
+def test_kelly_positive_exactly_when_expectancy_positive(p, q, r, atr, to_sq, cost):
+    """One source of truth: the Kelly fraction has the sign of the net expectancy."""
+    parts = barrier_expectancy(np.array([p]), np.array([q]), np.array([r]), np.array([atr]),
+                               TP, SL)
+    net = parts["exp_pnl"][0] - cost
+    m2 = second_moment(np.array([p]), parts["p_stop"], parts["p_timeout"], np.array([to_sq]),
+                       np.array([atr]), TP, SL)[0]
+    f = kelly_fraction(net, m2)
+    assert (f > 0) == (net > 0)
+    assert (f < 0) == (net < 0)
+
+
+def test_barrier_pnl_each_outcome():
+    got = barrier_pnl(["tp", "sl", "both", "timeout", None], [0.0, 0.0, 0.0, math.log(1.01), 0.0],
+                      [0.02] * 5, TP, SL)
+    assert got[:4] == pytest.approx([0.05, -0.036, -0.036, 0.01])
+    assert math.isnan(got[4])
+
+
+def test_shrink_slope_clipped():
+    x = np.array([1.0, -1.0, 2.0])
+    assert shrink_slope(x, 0.5 * x) == pytest.approx(0.5)
+    assert shrink_slope(x, 3.0 * x) == 1.0        # never amplified
+    assert shrink_slope(x, -x) == 0.0             # anti-predictive: no timeout term
+    assert shrink_slope(np.zeros(3), x) == 0.0
+
+
+def test_slippage_estimate_half_spread_plus_impact():
+    # 78 five-minute bars: bar range 0.02 / sqrt(78); participation 1500 * 78 / 78e6 = 0.0015
+    got = slippage_estimate(np.array([0.02]), np.array([1500.0]), np.array([78e6]), 2.0, 0.5,
+                            0.5, 5)
+    assert got[0] == pytest.approx(2e-4 + 0.5 * 0.02 / math.sqrt(78) * math.sqrt(0.0015))
+    unknown = slippage_estimate(np.array([0.02]), np.array([1500.0]), np.array([np.nan]), 2.0,
+                                0.5, 0.5, 5)
+    assert unknown[0] == pytest.approx(2e-4 + 0.5 * 0.02 / math.sqrt(78))  # participation 1
+
+
+# --------------------------------------------------------------------------- positions limit
+
+
+def test_positions_limit_derived_from_core_caps():
+    risk = RiskSettings()
+    assert GuardrailSettings().positions_limit(risk, 100_000) == 60      # 0.90 / 0.015
+    tight = RiskSettings(per_name={"core": 0.01, "penny": 0.004, "fno": 0.007})
+    assert GuardrailSettings().positions_limit(tight, 100_000) == 90
+    # a small account: 1,000 x 0.9 / 100 = 9 positions of the minimum order at most
+    assert GuardrailSettings().positions_limit(risk, 1_000) == 9
+    assert GuardrailSettings(max_positions=8).positions_limit(risk, 100_000) == 8
+
+
+# --------------------------------------------------------------------------- book risk
+
+
+def _returns(vol: dict[str, float], corr: float, n: int = 250, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    common = rng.normal(size=n)
+    data = {s: v * (math.sqrt(corr) * common + math.sqrt(1 - corr) * rng.normal(size=n))
+            for s, v in vol.items()}
+    return pd.DataFrame(data)
+
+
+def test_book_risk_no_scaling_when_within_limit():
+    rets = _returns({"A": 0.01, "B": 0.01}, 0.3)
+    scale, info = book_risk_scale({"A": 1_500.0, "B": 1_500.0}, Book(100_000.0), rets, 0.025)
+    assert scale == 1.0
+    cov = rets.cov().to_numpy()
+    w = np.array([0.015, 0.015])
+    assert info["book_var99"] == pytest.approx(Z99 * math.sqrt(w @ cov @ w))
+    assert info["book_var99"] < 0.025
+
+
+def test_book_risk_scales_to_the_limit_exactly():
+    vols = {f"S{i}": 0.05 for i in range(40)}
+    rets = _returns(vols, 0.8)
+    cash = {s: 1_500.0 for s in vols}                      # 60% gross in a crash-like market
+    scale, info = book_risk_scale(cash, Book(100_000.0), rets, 0.025)
+    assert 0 < scale < 1
+    assert info["book_var99_before_scaling"] > 0.025
+    assert info["book_var99"] == pytest.approx(0.025, rel=1e-9)
+    w = np.full(40, 0.015 * scale)
+    assert book_var99(w, rets.cov().to_numpy()) == pytest.approx(0.025, rel=1e-9)
+
+
+def test_book_risk_counts_held_positions():
+    vols = {f"S{i}": 0.04 for i in range(12)}
+    rets = _returns(vols, 0.9)
+    held = {f"S{i}": Position(f"S{i}", 300, 100.0) for i in range(6)}       # 6 x 30% = 180%
+    scale, _ = book_risk_scale({f"S{i}": 1_500.0 for i in range(6, 12)},
+                               Book(100_000.0, held), rets, 0.025)
+    assert scale == 0.0                    # the held book alone is past the limit
+
+
+def test_book_risk_unknown_symbol_uses_median_variance():
+    rets = _returns({"A": 0.02, "B": 0.02}, 0.0)
+    _, with_unknown = book_risk_scale({"A": 1_000.0, "Z": 1_000.0}, Book(100_000.0), rets, 0.5)
+    _, known = book_risk_scale({"A": 1_000.0, "B": 1_000.0}, Book(100_000.0), rets, 0.5)
+    assert with_unknown["book_var99"] == pytest.approx(known["book_var99"], rel=0.1)
