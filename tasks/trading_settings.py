@@ -142,6 +142,14 @@ class FusionSettings(_Section):
     edge_mode: Literal["percentile", "base_rate_odds"] = Field(
         "percentile", description="How a calibrated P(win) becomes a 0..1 edge: its percentile "
         "among the day's scored symbols, or sigmoid(logit p - logit base rate of its regime).")
+    edge_source: Literal["rank_score", "p_cal"] = Field(
+        "rank_score", description="What a horizon's edge ranks: the ranking model's score "
+        "(trained to order names within a session; falls back to p_cal for a baseline without "
+        "one) or the calibrated P(win).")
+    zero_unskilled_horizons: bool = Field(
+        True, description="A horizon whose ranking had no out-of-sample skill at training time "
+        "(rank IC Newey-West t below models.skill.min_ic_t) is blended at weight 0; the audit "
+        "and the health report say so.")
     buy_threshold: float = Field(0.67, gt=0.5, lt=1, description="score >= this: BUY.")
     sell_threshold: float = Field(0.33, gt=0, lt=0.5, description="score <= this: SELL.")
     plan_horizon: str = Field("short", description="Horizon whose P(win) prices the trade.")

@@ -17,6 +17,9 @@ SMALL_ENV = {
     "HCP_MODELS__FIRST_TEST_YEAR": "2019", "HCP_MODELS__MIN_TRAIN_YEARS": "2",
     "HCP_MODELS__ROW_STRIDE": "1", "HCP_MODELS__RF__N_ESTIMATORS": "30",
     "HCP_MODELS__XGB__N_ESTIMATORS": "40", "HCP_MODELS__CAT__ITERATIONS": "40",
+    # flow tests exercise the plan's mechanics with a small baseline whose horizons have no
+    # measured ranking skill; tests/test_plan_decide.py covers the zero-weight rule itself
+    "HCP_FUSION__ZERO_UNSKILLED_HORIZONS": "false",
 }
 TRAIN_END = "2021-06-30"
 SP500 = PROJECT_ROOT.parent / "shared" / "data" / "sp500"

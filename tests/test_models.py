@@ -116,7 +116,8 @@ def test_training_writes_baseline_but_does_not_promote_without_skill(trained, ho
     assert not (skill["brier_skill"] > 0 and skill["ic_t"] >= 2)
     overall = {r["horizon"]: r for r in manifest["metrics"]["overall"]}
     assert skill["brier_skill"] == pytest.approx(overall["short"]["brier_skill"])
-    assert skill["ic_t"] == pytest.approx(overall["short"]["ic_t_nw"])
+    # the rank IC is the ranking model's (the score the plan ranks names by), not P(win)'s
+    assert skill["per_horizon"]["short"]["score"] == "rank_score"
     assert skill["top_decile_net"] is not None and skill["universe_net"] is not None
     card = (trained.model_dir / "model_card.md").read_text().splitlines()
     assert card[2].startswith("**Verdict:** NO MEASURED SKILL at the plan horizon (short): "
@@ -127,6 +128,42 @@ def test_training_writes_baseline_but_does_not_promote_without_skill(trained, ho
     assert manifest["training_span"]["end"] == "2021-06-30"
     assert set(manifest["calibrators"]["mid"]) <= {"low_vol", "med_vol", "high_vol"}
     assert manifest["leakage_suspect"] == []
+
+
+def test_training_records_signal_quality(trained):
+    """manifest["signal"]: per horizon, the score the plan ranks by, judged out of sample (finite
+    IC figures, strict JSON); the report's section, figures and tables."""
+    text = (trained.model_dir / "manifest.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    manifest = json.loads(text)
+    assert set(manifest["signal"]) == set(SETTINGS.labels.horizons)
+    oos = pd.read_parquet(trained.oos_path)
+    html = (trained.report_dir / "report.html").read_text()
+    report = (trained.report_dir / "validation_report.txt").read_text()
+    for name, h in SETTINGS.labels.horizons.items():
+        s = manifest["signal"][name]
+        rows = oos.loc[(oos["horizon"] == name) & oos["p_cal"].notna()]
+        ranked = "rank_score" in rows and np.isfinite(rows["rank_score"].to_numpy(dtype=float)).any()
+        assert s["score"] == ("rank_score" if ranked else "p_cal")
+        assert s["horizon"] == name and s["h"] == h and s["nw_lag"] == h - 1 and s["cost_bps"] == 5.0
+        # sessions with a rank IC: a calibrated row with a forward return (the last h have none)
+        judged = rows.loc[rows["fwd_return"].notna() & rows[s["score"]].notna()]
+        assert s["sessions"] == judged["date"].nunique() > 100
+        for key in ("ic_mean", "ic_t_nw", "icir", "ic_positive", "ls_net_mean", "ls_t_nw",
+                    "top_decile_turnover"):
+            assert isinstance(s[key], float) and np.isfinite(s[key]), key
+        assert -1.0 <= s["ic_mean"] <= 1.0 and 0.0 <= s["top_decile_turnover"] <= 1.0
+        assert s["ls_net_mean"] == pytest.approx(s["ls_gross_mean"] - 4 * 5.0 / 1e4)
+        gate = manifest["skill"]["per_horizon"][name]
+        if gate.get("score", "p_cal") == s["score"]:  # the skill gate judges the same ranking
+            assert s["ic_mean"] == pytest.approx(gate["ic"]) and s["ic_t_nw"] == pytest.approx(gate["ic_t"])
+        for doc in (html, report):
+            assert f"Signal quality: {name} ({h} sessions)" in doc
+            assert f"(NW t {s['ic_t_nw']:.2f})" in doc
+        for stem in (f"signal_ic_by_year_{name}.png", f"signal_deciles_{name}.png", f"signal_{name}.csv"):
+            assert (trained.report_dir / stem).is_file(), stem
+        assert f'alt="IC by year ({name})"' in html and f'alt="Decile returns ({name})"' in html
+    assert report.index("Verdict:") < report.index("Signal quality")
 
 
 def test_nothing_after_train_end_reaches_the_model(home, trained, tmp_path):
@@ -173,7 +210,8 @@ def test_saved_model_scores_like_in_memory(home, trained, frame, tmp_path):
         # identical up to the summation order of two prediction threads (1 ulp)
         np.testing.assert_allclose(got.to_numpy(), direct, rtol=1e-13, atol=0)
     assert set(scored.columns) == {"symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label",
-                                   "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal", "p_sd"}
+                                   "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal", "p_sd",
+                                   "rank_score"}
 
 
 def test_scoring_refuses_other_feature_schema(home, trained, frame):
@@ -230,8 +268,9 @@ def test_cli_score_promote_and_list(home, trained, monkeypatch, tmp_path):
     scored = pd.read_parquet(out)
     assert list(scored.columns) == ["symbol", "date", "horizon", "p_raw", "p_cal", "regime",
                                     "label", "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal",
-                                    "p_sd"]
+                                    "p_sd", "rank_score"]
     assert scored["q_cal"].between(0, 1).all() and scored["p_sd"].ge(0).all()
+    assert scored["rank_score"].notna().all()
     assert scored["date"].min() >= pd.Timestamp("2021-12-01")
     assert set(scored["horizon"]) == {"short", "mid"}
     last = scored[scored["date"] == scored["date"].max()]

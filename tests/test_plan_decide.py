@@ -228,3 +228,53 @@ def test_zeroing_step_names_what_zeroed_the_order(tags, step):
     from tasks.plan.build import zeroing_step
 
     assert zeroing_step(tags) == step
+
+
+# --------------------------------------------------------------------------- ranking and weights
+
+
+def _skill(short_t: float | None, mid_t: float | None) -> dict:
+    return {"per_horizon": {"short": {"ic": 0.02, "ic_t": short_t},
+                            "mid": {"ic": -0.01, "ic_t": mid_t}}}
+
+
+def test_edges_rank_the_ranking_score_when_the_baseline_has_one():
+    inp = inputs()
+    inp.scores["rank_score_short"] = -np.arange(N, dtype=float)   # the reverse of P(win)
+    inp.scores["rank_score_mid"] = -np.arange(N, dtype=float)
+    d = decide(inp, SETTINGS)
+    s = d.signals.set_index("symbol")
+    assert s.loc["S00", "edge_short"] == pytest.approx((N - 0.5) / N)   # top of the ranking
+    assert s.loc["S29", "edge_short"] == pytest.approx(0.5 / N)
+    p_cal = decide(inp, SETTINGS.model_copy(update={"fusion": SETTINGS.fusion.model_copy(
+        update={"edge_source": "p_cal"})}))
+    assert p_cal.signals.set_index("symbol").loc["S29", "edge_short"] == pytest.approx(
+        (N - 0.5) / N)
+
+
+def test_a_horizon_without_ranking_skill_is_blended_at_weight_zero():
+    inp = inputs()
+    inp.skill = _skill(3.1, 0.4)
+    d = decide(inp, SETTINGS)
+    used = d.info["horizon_weights"]["used"]
+    assert used["mid"] == 0.0 and used["short"] == 0.4
+    assert set(d.info["horizon_weights"]["zeroed"]) == {"mid"}
+    # the score is the short edge alone (predictors only: short renormalised to 1)
+    s = d.signals
+    assert s["base"].to_numpy() == pytest.approx(s["edge_short"].to_numpy())
+    assert d.audit["reasons"].str.contains(r"weight:mid=0 \(no out-of-sample ranking skill",
+                                           regex=True).all()
+    off = SETTINGS.model_copy(update={"fusion": SETTINGS.fusion.model_copy(
+        update={"zero_unskilled_horizons": False})})
+    assert decide(inp, off).info["horizon_weights"]["zeroed"] == {}
+
+
+def test_no_skilled_horizon_is_an_explained_empty_book():
+    inp = inputs()
+    inp.skill = _skill(1.2, None)
+    d = decide(inp, SETTINGS)
+    assert d.plan.empty and not (d.signals["action"] == "BUY").any()
+    info = d.info["empty_book"]
+    assert info["step"] == "weight:no_skilled_horizon"
+    assert "no horizon has measured out-of-sample skill" in info["message"]
+    assert info["message"] in d.alerts

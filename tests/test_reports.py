@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ from tasks.models.reports import (
     auc_interval,
     card_metrics,
     horizon_lags,
+    signal_quality,
     survivorship_caveat,
     validation_table,
     write_model_card,
@@ -20,6 +25,9 @@ from tasks.models.reports import (
 )
 
 REGIMES = ("low_vol", "med_vol", "high_vol")
+HORIZONS = {"short": 5, "mid": 20}
+SIGNAL_FILES = {f"signal_{h}.csv" for h in HORIZONS} | {
+    f"signal_{kind}_{h}.png" for kind in ("ic_by_year", "deciles") for h in HORIZONS}
 META = {"baseline_id": "baseline-test-001", "training_span": ("2015-01-02", "2020-12-31"),
         "data_hash": "deadbeef", "survivorship_bias": True, "horizon_lags": {"short": 4, "mid": 19},
         "source": "demo market", "symbols": [f"S{i:02d}" for i in range(25)], "span": "2015 to 2022",
@@ -64,7 +72,7 @@ def written(oos: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> tupl
 def test_every_file_is_written(written: tuple[dict[str, Path], Path]) -> None:
     paths, _ = written
     names = {p.name for p in paths.values()}
-    expected = {"validation_report.txt", "report.html",
+    expected = {"validation_report.txt", "report.html", *SIGNAL_FILES,
                 *(f"{kind}_curves_{r}.png" for kind in ("calibration", "lift") for r in REGIMES)}
     assert names == expected
     folder = paths["report"].parent
@@ -78,7 +86,7 @@ def test_html_is_self_contained(written: tuple[dict[str, Path], Path]) -> None:
     html = written[0]["report"].read_text(encoding="utf-8")
     for regime in REGIMES:
         assert regime in html
-    assert html.count("data:image/png;base64,") == 6
+    assert html.count("data:image/png;base64,") == 6 + 2 * len(HORIZONS)  # curves + signal figures
     assert "<table" in html and "baseline-test-001" in html
     assert "src=\"calibration" not in html and ".png\"" not in html
 
@@ -97,8 +105,9 @@ def test_no_caveat_when_not_flagged(oos: pd.DataFrame, tmp_path: Path) -> None:
     small = oos.loc[oos["vol_regime"] == "low_vol"]
     paths = write_validation_report(small, tmp_path, {**META, "survivorship_bias": False})
     assert "survivorship" not in paths["validation_report"].read_text(encoding="utf-8").lower()
-    assert {p.name for p in tmp_path.glob("*.png")} == {"calibration_curves_low_vol.png",
-                                                        "lift_curves_low_vol.png"}
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "calibration_curves_low_vol.png", "lift_curves_low_vol.png",
+        *(name for name in SIGNAL_FILES if name.endswith(".png"))}
     assert survivorship_caveat({}) is None
     assert "extra detail" in survivorship_caveat({"survivorship_bias": "extra detail"})
 
@@ -170,3 +179,78 @@ def test_pipeline_shaped_meta(oos: pd.DataFrame, tmp_path: Path) -> None:
     assert "vendor" in card and "2016-01-04 to 2022-12-30" in card and "every 12 months" in card
     assert "window=expanding" in card and "folds: 1 entries" in card
     assert all(f"| {r} |" in card for r in REGIMES) and "_No rows provided._" not in card
+
+
+def _strict_json(obj: object) -> object:
+    """Round trip through JSON that refuses NaN and infinities."""
+    return json.loads(json.dumps(obj, allow_nan=False))
+
+
+def test_signal_quality_summaries_pick_the_ranking_score(oos: pd.DataFrame) -> None:
+    # the plan ranks by rank_score where a horizon has one: reversed for short, absent for mid;
+    # 2021 rows have no calibrated probability (first fold) and are left out whatever the score
+    frame = oos.assign(p_cal=oos["p_cal"].where(oos["date"].dt.year == 2022),
+                       rank_score=np.where(oos["horizon"] == "short", -oos["p_raw"], np.nan))
+    summaries, tables = signal_quality(frame, HORIZONS)
+    assert _strict_json(summaries) == summaries
+    assert list(summaries) == list(tables) == ["short", "mid"]
+    short, mid = summaries["short"], summaries["mid"]
+    assert short["score"] == "rank_score" and mid["score"] == "p_cal"
+    for name, s in summaries.items():
+        assert s["h"] == HORIZONS[name] and s["nw_lag"] == HORIZONS[name] - 1 and s["cost_bps"] == 5.0
+        assert s["sessions"] == 52  # 2022 only
+        assert all(math.isfinite(s[k]) for k in ("ic_mean", "ic_t_nw", "ls_net_mean", "ls_t_nw"))
+        years = tables[name][f"IC by year ({name})"]
+        assert years["year"].tolist() == ["2022", "all"]
+        assert s["ic_mean"] == pytest.approx(years["ic_mean"].iloc[-1])
+    # the synthetic score predicts the forward return: p_cal ranks well, the reversed rank_score badly
+    assert mid["ic_mean"] > 0.1 and mid["ic_t_nw"] > 2.0 and mid["ls_net_mean"] > 0
+    assert short["ic_mean"] < -0.1 and short["ls_net_mean"] < 0
+    ls = tables["mid"]["Long-short and turnover (mid)"].iloc[0]
+    assert ls["ls_cost"] == pytest.approx(4 * 5.0 / 1e4)
+    assert ls["ls_net_mean"] == pytest.approx(ls["ls_gross_mean"] - 0.002)
+    # a frame without forward returns has nothing to judge
+    assert signal_quality(frame.drop(columns="fwd_return"), HORIZONS) == ({}, {})
+
+
+def test_report_signal_section_from_training_meta(oos: pd.DataFrame, tmp_path: Path) -> None:
+    summaries, tables = signal_quality(oos, HORIZONS)
+    meta = {**META, "signal": summaries, "signal_tables": tables, "skill_verdict": "NO MEASURED SKILL"}
+    paths = write_validation_report(oos, tmp_path, meta)
+    text = paths["validation_report"].read_text(encoding="utf-8")
+    html = paths["report"].read_text(encoding="utf-8")
+    assert text.splitlines()[2] == "Verdict: NO MEASURED SKILL"
+    assert html.index("Verdict:") < html.index("Signal quality: short (5 sessions)")
+    for name, s in summaries.items():
+        for doc in (text, html):
+            assert f"Signal quality: {name} ({HORIZONS[name]} sessions), out of sample" in doc
+            # t-statistics and Sharpe with 2 decimals, percentages with 2
+            assert f"mean daily rank IC {s['ic_mean']:+.4f} (NW t {s['ic_t_nw']:.2f})" in doc
+            assert f"{100 * s['ls_net_mean']:.2f}% per {HORIZONS[name]}-session trade net of costs" in doc
+            assert f"Sharpe {s['ls_sharpe']:.2f}" in doc
+            assert f"{100 * s['top_decile_turnover']:.2f}% per rebalance" in doc
+            assert "5 bps per side per leg" in doc and "4 sides = 0.20%" in doc
+            assert f"Rank IC by year ({name})" in doc and f"Forward return by score decile ({name})" in doc
+        ic_all = tables[name][f"IC by year ({name})"].iloc[-1]
+        assert f"{ic_all['ic_t_nw']:.2f}" in html and f"{100 * ic_all['ic_positive']:.2f}%" in html
+        # both figures are PNGs embedded in the HTML
+        for kind in ("ic_by_year", "deciles"):
+            png = paths[f"signal_{kind}_{name}"]
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert base64.b64encode(png.read_bytes()).decode("ascii") in html
+        # the raw tables next to the report: 3 IC rows (2021, 2022, all), 10 deciles, 1 long-short
+        csv = pd.read_csv(paths[f"signal_{name}"])
+        assert csv["table"].value_counts().to_dict() == {"ic_by_year": 3, "deciles": 10, "long_short": 1}
+        dec = csv.loc[csv["table"] == "deciles"]
+        assert dec["decile"].tolist() == list(range(1, 11))
+        raw = tables[name][f"Decile returns ({name})"]
+        assert dec["mean_return"].to_numpy() == pytest.approx(raw["mean_return"].to_numpy())
+        row = csv.loc[csv["table"] == "long_short"].iloc[0]
+        assert row["ls_net_mean"] == pytest.approx(s["ls_net_mean"]) and row["cost_bps"] == 5.0
+    signal_text = text.split("Signal quality", 1)[1]
+    assert not re.search(r"\bn/a\b|\bnan\b", signal_text, re.I)  # every figure is measured here
+    assert "<td>n/a</td>" not in html and "<td>nan</td>" not in html.lower()
+    # the report computes the same section itself from a meta without it
+    again = write_validation_report(oos, tmp_path / "fallback", META)
+    for name in HORIZONS:
+        assert again[f"signal_{name}"].read_bytes() == paths[f"signal_{name}"].read_bytes()

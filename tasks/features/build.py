@@ -43,6 +43,13 @@ class FeatureFrame(pa.DataFrameModel):
         strict = False
 
 
+# cross-sectional anomalies with a documented daily-equity record: 12-1 momentum, distance to
+# the 52-week high, market-relative 60-session momentum, and session ranks of them and of
+# liquidity (short-term reversal and low volatility are rank_ret_5 and rank_vol)
+ANOMALY_COLUMNS = ["mom_12_1", "dist_high_252", "rel_ret_60", "rank_mom_12_1",
+                   "rank_dist_high_252", "rank_liquidity"]
+
+
 def feature_columns(settings: AppSettings) -> list[str]:
     """Names of the model's input features, in a fixed order."""
     f = settings.features
@@ -52,6 +59,7 @@ def feature_columns(settings: AppSettings) -> list[str]:
     cols += [f"dist_ma_{w}" for w in f.ma_windows]
     cols += ["volume_z", "range_pct", "log_dollar_volume"]
     cols += ["rank_ret_5", "rank_ret_20", "rank_vol", "sector_rel_ret_20"]
+    cols += ANOMALY_COLUMNS
     return cols + MARKET_COLUMNS
 
 
@@ -80,6 +88,15 @@ def _symbol_features(p: Panel, settings: AppSettings) -> dict[str, pd.DataFrame]
     out["rank_ret_5"], out["rank_ret_20"] = k.cs_rank(ret5), k.cs_rank(ret20)
     out["rank_vol"] = k.cs_rank(vol)
     out["sector_rel_ret_20"] = k.sector_relative(ret20, p.sectors)
+    # 12-1 momentum: the return from 252 to 21 sessions ago (the last month is skipped)
+    out["mom_12_1"] = k.log_returns(p.close, 231).shift(21)
+    high = p.high.rolling(252, min_periods=126).max()
+    out["dist_high_252"] = np.log(p.close / high)
+    ret60 = k.log_returns(p.close, 60)
+    out["rel_ret_60"] = ret60.sub(ret60.mean(axis=1), axis=0)   # minus the session's average name
+    out["rank_mom_12_1"] = k.cs_rank(out["mom_12_1"])
+    out["rank_dist_high_252"] = k.cs_rank(out["dist_high_252"])
+    out["rank_liquidity"] = k.cs_rank(out["log_dollar_volume"])
     return out
 
 

@@ -149,6 +149,7 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
         say(f"presumed leakage: OOS AUC above {settings.models.max_plausible_auc} for {suspect}")
     manifest["skill"] = skill = skill_record(oos, settings)
     exp_table, manifest["expectancy"] = _expectancy_validation(oos, settings)
+    manifest["signal"], signal_tables = _signal_quality(oos, settings)
     active = read_registry(paths).get("active")
     promoted, promotion = _promotion(active, suspect, skill)
     model_dir = save_baseline(paths, bid, models, cuts, manifest)
@@ -163,6 +164,7 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
             "models": f"base models {', '.join(settings.models.base_models)}; logistic stacker "
                       "on their out-of-sample logits; per-regime isotonic/Platt calibration"}
     meta["expectancy_table"] = exp_table
+    meta["signal_tables"] = signal_tables
     meta["skill_verdict"] = headline(skill, None if promoted or skill["verdict"] != SKILLED
                                      else f"Not promoted automatically: {promotion}")
     write_validation_report(oos, report_dir, meta)
@@ -173,6 +175,15 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
         promote(paths, bid, "active", now)
     return TrainResult(bid, model_dir, oos_path, report_dir, promoted, overall, suspect, skill,
                        promotion)
+
+
+def _signal_quality(oos: pd.DataFrame, settings: AppSettings) -> tuple[dict, dict]:
+    """Signal quality of the score the plan ranks names by (``rank_score`` where the horizon has
+    one, else ``p_cal``) per horizon of ``labels.horizons`` (h sessions, Newey-West lag h - 1),
+    costs 5 bps per side per leg: the manifest's JSON-safe summaries and the report's tables."""
+    from tasks.models.reports import SIGNAL_COST_BPS, signal_quality
+
+    return signal_quality(oos, settings.labels.horizons, SIGNAL_COST_BPS)
 
 
 def _expectancy_validation(oos: pd.DataFrame, settings: AppSettings) -> tuple[pd.DataFrame, dict]:

@@ -1,8 +1,9 @@
 """Baselines on disk and the registry of active / shadow slots.
 
 ``models/<baseline_id>/``: ``ensemble_<horizon>.joblib``, ``calibrators_<horizon>.joblib``,
-``payoff_<horizon>.joblib``, ``regime_cuts.json`` and ``manifest.json`` (id, created_at,
-feature-schema hash, data hash, config hash, training span, thresholds, metrics).
+``payoff_<horizon>.joblib``, ``ranker_<horizon>.joblib``, ``regime_cuts.json`` and
+``manifest.json`` (id, created_at, feature-schema hash, data hash, config hash, training span,
+thresholds, metrics).
 ``models/registry/manifest.json`` holds ``{"active": id, "shadow": id, "history": [...]}``.
 """
 
@@ -54,6 +55,9 @@ def save_baseline(paths: Paths, baseline_id: str, models: dict[str, HorizonModel
         if hm.payoff is not None:
             atomic_write(folder / f"payoff_{name}.joblib",
                          lambda t, m=hm: joblib.dump(m.payoff, t))
+        if hm.ranker is not None:
+            atomic_write(folder / f"ranker_{name}.joblib",
+                         lambda t, m=hm: joblib.dump(m.ranker, t))
     atomic_write_json(folder / "regime_cuts.json", cuts.to_dict())
     atomic_write_json(folder / "manifest.json", manifest)
     return folder
@@ -70,10 +74,11 @@ def load_baseline(paths: Paths, baseline_id: str) -> Baseline:
     cuts = VolRegimeCuts(**json.loads((folder / "regime_cuts.json").read_text()))
     models = {}
     for name, h in manifest["horizons"].items():
-        head = folder / f"payoff_{name}.joblib"
+        head, ranker = folder / f"payoff_{name}.joblib", folder / f"ranker_{name}.joblib"
         models[name] = HorizonModel(name, h, joblib.load(folder / f"ensemble_{name}.joblib"),
                                     joblib.load(folder / f"calibrators_{name}.joblib"),
-                                    joblib.load(head) if head.is_file() else None)
+                                    joblib.load(head) if head.is_file() else None,
+                                    joblib.load(ranker) if ranker.is_file() else None)
     return Baseline(baseline_id, manifest, models, cuts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,13 @@ from markupsafe import Markup
 
 from tasks.models.expectancy_report import reliability_png
 from tasks.models.metrics import calibration_curve_points, lift_curve_points, metrics_table
+from tasks.models.signal_report import (
+    HORIZON_SESSIONS,
+    signal_report_html,
+    signal_summary,
+    signal_tables,
+    write_signal_figures,
+)
 from tasks.models.skill import headline
 
 matplotlib.use("Agg")
@@ -30,6 +38,9 @@ NOTE = ("Metrics use rows with a label and a calibrated probability; *_raw colum
         "same rows.")
 SURVIVORSHIP_TEXT = ("Caveat: survivorship bias - the symbol universe comes from current constituents, so "
                      "delisted names are missing and metrics are likely optimistic.")
+# signal quality: costs in basis points per side per leg; the top-minus-bottom spread opens and
+# closes both legs, i.e. pays 4 sides (0.20%) per holding period
+SIGNAL_COST_BPS = 5.0
 
 HTML_TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -66,6 +77,11 @@ figure { display: inline-block; margin: 0.5em; }
 <p>{{ expectancy.text }}</p>
 {{ expectancy.table }}
 {% endif %}
+{% for block in signal %}<h2>Signal quality: {{ block.name }} ({{ block.h }} sessions), out of sample</h2>
+<p class="signal-headline"><b>{{ block.headline }}</b></p>
+<p>{{ block.note }}</p>
+{{ block.fragment }}
+{% endfor %}
 <h2>Curves</h2>
 {% for fig in figures %}<figure><img alt="{{ fig.name }}" src="data:image/png;base64,{{ fig.data }}">
 <figcaption>{{ fig.name }}</figcaption></figure>
@@ -288,7 +304,7 @@ def _table_html(frame: pd.DataFrame) -> Markup:
 
 
 def _html_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str],
-                 figures: dict[str, Path]) -> str:
+                 figures: dict[str, Path], signal: list[dict] | None = None) -> str:
     """Self-contained HTML report with tables and base64-embedded PNGs."""
     blocks = [{"name": h, **{k: _table_html(t.loc[t["horizon"] == h].drop(columns="horizon"))
                              for k, t in tables.items()}} for h in horizons]
@@ -298,7 +314,7 @@ def _html_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str
     return template.render(title=str(meta.get("baseline_id", "")), header=_header(meta),
                            verdict=skill_verdict(meta),
                            caveat=survivorship_caveat(meta), note=NOTE, horizons=blocks, figures=images,
-                           expectancy=_expectancy_block(meta))
+                           expectancy=_expectancy_block(meta), signal=signal or [])
 
 
 def expectancy_text(summary: dict) -> str:
@@ -331,8 +347,240 @@ def _expectancy_block(meta: dict) -> dict | None:
             "text": expectancy_text(meta.get("expectancy", {})), "table": _table_html(shown)}
 
 
+# --------------------------------------------------------------------------- signal quality
+
+def signal_score(oos: pd.DataFrame, horizon: str) -> str:
+    """The score the plan ranks names by on ``horizon``: ``rank_score`` where that column exists
+    and has a finite value on the horizon's rows, else the calibrated probability ``p_cal``."""
+    if "rank_score" in oos.columns and "horizon" in oos.columns:
+        values = pd.to_numeric(oos.loc[oos["horizon"] == horizon, "rank_score"], errors="coerce")
+        if np.isfinite(values.to_numpy(dtype=float)).any():
+            return "rank_score"
+    return "p_cal"
+
+
+def signal_rows(oos: pd.DataFrame) -> pd.DataFrame:
+    """The rows signal quality is judged on: those with a calibrated probability (the rows the plan
+    can act on, as for the skill gate; the first walk-forward fold has none), whatever the score."""
+    return oos.loc[oos["p_cal"].notna()] if "p_cal" in oos.columns else oos
+
+
+def _json_safe(value: Any) -> Any:
+    """A plain Python scalar for strict JSON: NaN and infinities become None."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def signal_horizons(meta: dict, horizons: list[str]) -> dict[str, int]:
+    """Length in sessions of each horizon: ``meta["horizons"]``, else ``meta["horizon_lags"]`` + 1,
+    else the default lengths; a horizon with none of these is left out."""
+    given = meta.get("horizons") if isinstance(meta.get("horizons"), dict) else {}
+    lags = meta.get("horizon_lags") if isinstance(meta.get("horizon_lags"), dict) else {}
+    out = {}
+    for name in horizons:
+        if name in given:
+            out[name] = int(given[name])
+        elif name in lags:
+            out[name] = int(lags[name]) + 1
+        elif name in HORIZON_SESSIONS:
+            out[name] = HORIZON_SESSIONS[name]
+    return out
+
+
+def signal_quality(oos: pd.DataFrame, horizons: Mapping[str, int], cost_bps: float = SIGNAL_COST_BPS
+                   ) -> tuple[dict[str, dict], dict[str, dict[str, pd.DataFrame]]]:
+    """Signal quality of the ranking score per horizon, out of sample, keyed by horizon.
+
+    ``horizons`` maps a horizon to its length h in sessions (Newey-West lag h - 1). On
+    :func:`signal_rows`, ranking by :func:`signal_score`, with ``cost_bps`` per side per leg (the
+    long-short spread pays four sides per holding period): the manifest summaries
+    (:func:`tasks.models.signal_report.signal_summary`, JSON-safe: finite floats or None; the
+    judged column under ``"score"``) and the report's tables
+    (:func:`tasks.models.signal_report.signal_tables`). Horizons absent from ``oos`` are left
+    out, and every horizon when ``oos`` has no ``fwd_return``.
+    """
+    summaries: dict[str, dict] = {}
+    tables: dict[str, dict[str, pd.DataFrame]] = {}
+    if not {"horizon", "date", "fwd_return"} <= set(oos.columns):
+        return summaries, tables
+    rows = signal_rows(oos)
+    present = set(oos["horizon"].dropna().astype(str))
+    for name, h in horizons.items():
+        if name not in present:
+            continue
+        h, score = int(h), signal_score(rows, name)
+        lag = max(0, h - 1)
+        summary = signal_summary(rows, name, lag, cost_bps, score=score, h=h)
+        summaries[name] = {k: _json_safe(v) for k, v in summary.items()}
+        tables[name] = signal_tables(rows, name, lag, cost_bps, score=score, h=h)
+    return summaries, tables
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _pct(value: Any) -> str:
+    """A fraction as a percentage with 2 decimals."""
+    return f"{100.0 * float(value):.2f}%" if _finite(value) else "n/a"
+
+
+def _fixed(digits: int) -> Callable[[Any], str]:
+    """A formatter with ``digits`` decimals (t-statistics and Sharpe ratios: 2)."""
+    return lambda value: f"{float(value):.{digits}f}" if _finite(value) else "n/a"
+
+
+def _count(value: Any) -> str:
+    """A count: whole numbers as such, a fractional one (a tie group shared) with 1 decimal."""
+    if not _finite(value):
+        return "n/a"
+    v = float(value)
+    return f"{v:.0f}" if abs(v - round(v)) < 1e-6 else f"{v:.1f}"
+
+
+IC_DISPLAY = (("year", "Year", str), ("sessions", "Sessions", _count),
+              ("ic_mean", "Mean rank IC", _fixed(4)), ("ic_std", "IC s.d.", _fixed(4)),
+              ("icir", "ICIR", _fixed(2)), ("ic_t_nw", "NW t", _fixed(2)),
+              ("ic_positive", "Sessions with IC > 0", _pct))
+DECILE_DISPLAY = (("decile", "Decile", _count), ("trades", "Trades", _count),
+                  ("mean_return", "Mean return per trade", _pct),
+                  ("mean_excess", "vs the session's mean", _pct))
+
+
+def _display(frame: pd.DataFrame | None, spec: tuple) -> pd.DataFrame:
+    """Formatted text columns of a signal table, with readable headings."""
+    frame = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame()
+    return pd.DataFrame({head: [fmt(v) for v in frame[col]] if col in frame.columns else []
+                         for col, head, fmt in spec})
+
+
+def _long_short_display(frame: pd.DataFrame | None) -> pd.DataFrame:
+    """The long-short and turnover row as a two-column table (figure, value)."""
+    row = frame.iloc[0] if isinstance(frame, pd.DataFrame) and len(frame) else pd.Series(dtype=float)
+    get = lambda key: row.get(key, np.nan)  # noqa: E731
+    bps = get("cost_bps")
+    items = [("Holding period (sessions)", _count(get("h"))),
+             ("Sessions with a spread", _count(get("sessions"))),
+             ("Top minus bottom decile, gross mean per trade", _pct(get("ls_gross_mean"))),
+             (f"Costs per trade (4 sides x {float(bps):g} bps)" if _finite(bps) else "Costs per trade",
+              _pct(get("ls_cost"))),
+             ("Top minus bottom decile, net mean per trade", _pct(get("ls_net_mean"))),
+             ("Net mean: Newey-West t (lag h - 1)", _fixed(2)(get("ls_t_nw"))),
+             ("Net Sharpe, annualised (every h-th session)", _fixed(2)(get("ls_sharpe"))),
+             ("Non-overlapping periods", _count(get("periods"))),
+             ("Top-decile turnover per rebalance", _pct(get("turnover"))),
+             ("Rebalances (every h sessions)", _count(get("rebalances"))),
+             ("Names in the top decile (mean)", _fixed(1)(get("top_names")))]
+    return pd.DataFrame(items, columns=["Figure", "Value"])
+
+
+def signal_headline(summary: Mapping[str, Any]) -> str:
+    """One line: rank IC, net top-minus-bottom spread and turnover of a horizon's summary."""
+    score, h = summary.get("score", "p_cal"), summary.get("h")
+    if not summary.get("sessions"):
+        return f"No out-of-sample session with a rank IC of {score}."
+    ic = summary.get("ic_mean")
+    ic_text = f"{float(ic):+.4f}" if _finite(ic) else "n/a"
+    t2 = lambda key: _fixed(2)(summary.get(key))  # noqa: E731
+    return (f"Ranking by {score}: mean daily rank IC {ic_text} (NW t {t2('ic_t_nw')}) over "
+            f"{summary['sessions']} sessions; top minus bottom decile {_pct(summary.get('ls_net_mean'))} "
+            f"per {h}-session trade net of costs (NW t {t2('ls_t_nw')}, Sharpe {t2('ls_sharpe')}); "
+            f"top-decile turnover {_pct(summary.get('top_decile_turnover'))} per rebalance.")
+
+
+def signal_note(summary: Mapping[str, Any]) -> str:
+    """How the figures are measured: score, rows, horizon, Newey-West lag, costs."""
+    bps = summary.get("cost_bps")
+    bps = float(SIGNAL_COST_BPS if bps is None else bps)
+    return (f"Score: {summary.get('score', 'p_cal')} (the column the plan ranks names by), on out-of-sample "
+            f"rows with a calibrated probability. Cross-sectional: names are compared within each "
+            f"session. Holding period h = {summary.get('h')} sessions; Newey-West lag "
+            f"{summary.get('nw_lag')} for overlapping returns; Sharpe on every h-th session only. "
+            f"Returns are forward simple returns per trade. Costs: {bps:g} bps per side per leg, so the "
+            f"long-short (long the top decile, short the bottom, equal weights) pays 4 sides = "
+            f"{4 * bps / 100:.2f}% per holding period.")
+
+
+def _whole(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as nullable integers, so that they stay whole beside another table's rows."""
+    ints = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
+    return frame.astype({c: "Int64" for c in ints}) if ints else frame
+
+
+def _signal_csv(tables: Mapping[str, pd.DataFrame], name: str) -> pd.DataFrame:
+    """The raw tables of one horizon in one frame: column ``table`` (ic_by_year, deciles,
+    long_short), then the union of their columns (fractions, not percentages; counts stay whole)."""
+    parts = [_whole(frame).assign(table=kind) for kind, key in (("ic_by_year", f"IC by year ({name})"),
+                                                        ("deciles", f"Decile returns ({name})"),
+                                                        ("long_short", f"Long-short and turnover ({name})"))
+             if isinstance(frame := tables.get(key), pd.DataFrame) and len(frame)]
+    if not parts:
+        return pd.DataFrame(columns=["table"])
+    out = pd.concat(parts, ignore_index=True)
+    return out[["table", *[c for c in out.columns if c != "table"]]]
+
+
+def _signal_sections(oos: pd.DataFrame, meta: dict, folder: Path, horizons: list[str]
+                     ) -> tuple[list[dict], dict[str, Path]]:
+    """Per horizon: headline, note, display tables, the two figures and ``signal_<horizon>.csv``.
+
+    The summaries and tables come from ``meta["signal"]`` / ``meta["signal_tables"]`` (written by
+    training), else are computed here (:func:`signal_quality`, lengths from :func:`signal_horizons`).
+    Returns the sections and the files written, keyed by stem.
+    """
+    summaries, tables = meta.get("signal"), meta.get("signal_tables")
+    if not isinstance(summaries, dict) or not isinstance(tables, dict):
+        summaries, tables = signal_quality(oos, signal_horizons(meta, horizons))
+    rows = signal_rows(oos)
+    sections, files = [], {}
+    for name, raw in tables.items():
+        summary = summaries.get(name)
+        if not isinstance(summary, dict) or not isinstance(raw, dict):
+            continue
+        csv = folder / f"signal_{name}.csv"
+        _signal_csv(raw, name).to_csv(csv, index=False, lineterminator="\n")
+        files[csv.stem] = csv
+        figures = {}
+        if "fwd_return" in rows.columns and summary.get("score") in rows.columns:
+            figures = write_signal_figures(rows, name, folder, score=summary["score"], h=summary.get("h"))
+            files.update({path.stem: path for path in figures.values()})
+        shown = {f"Rank IC by year ({name})": _display(raw.get(f"IC by year ({name})"), IC_DISPLAY),
+                 f"Forward return by score decile ({name})":
+                     _display(raw.get(f"Decile returns ({name})"), DECILE_DISPLAY),
+                 f"Top minus bottom decile and turnover ({name})":
+                     _long_short_display(raw.get(f"Long-short and turnover ({name})"))}
+        sections.append({"name": name, "h": summary.get("h"), "headline": signal_headline(summary),
+                         "note": signal_note(summary), "tables": shown,
+                         "fragment": Markup(signal_report_html(shown, figures))})
+    return sections, files
+
+
+def _signal_text(sections: list[dict]) -> str:
+    """The signal-quality sections of the text report."""
+    lines = []
+    for sec in sections:
+        title = f"Signal quality: {sec['name']} ({sec['h']} sessions), out of sample"
+        lines += ["", title, "-" * len(title), sec["headline"], sec["note"]]
+        for caption, frame in sec["tables"].items():
+            lines += ["", caption, frame.to_string(index=False) if len(frame) else "  (no rows)"]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict[str, Path]:
-    """Write validation_report.txt, per-regime PNG curves and report.html into ``folder``; paths by stem."""
+    """Write validation_report.txt, per-regime PNG curves and report.html into ``folder``; paths by stem.
+
+    Also the signal quality of the ranking score per horizon (rank IC by year, decile returns,
+    top minus bottom decile net of costs, top-decile turnover; see :func:`_signal_sections`):
+    a section in both reports, ``signal_ic_by_year_<horizon>.png``, ``signal_deciles_<horizon>.png``
+    and ``signal_<horizon>.csv``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     horizons = sorted(oos["horizon"].dropna().astype(str).unique())
@@ -349,9 +597,11 @@ def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict
             figures["expectancy_reliability"] = png
         text += "\nExpectancy (plan horizon), out of sample\n" + expectancy_text(
             meta.get("expectancy", {})) + "\n\n" + exp_table.to_string(index=False) + "\n"
+    signal, signal_files = _signal_sections(oos, meta, folder, horizons)
+    text += _signal_text(signal)
     paths["validation_report"].write_text(text, encoding="utf-8")
-    paths["report"].write_text(_html_report(meta, tables, horizons, figures), encoding="utf-8")
-    return {**paths, **figures}
+    paths["report"].write_text(_html_report(meta, tables, horizons, figures, signal), encoding="utf-8")
+    return {**paths, **figures, **signal_files}
 
 
 def card_metrics(oos: pd.DataFrame, p_col: str = "p_cal",

@@ -16,7 +16,7 @@ SCORE_COLUMNS = ["symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label
 # the payoff head's outputs (NaN for a baseline without one): P(stop | not a win) raw and
 # calibrated, relative timeout return in ATR units raw and calibrated, and the base models'
 # dispersion of calibrated P(win)
-PAYOFF_COLUMNS = ["q_raw", "r_raw", "q_cal", "r_cal", "p_sd"]
+PAYOFF_COLUMNS = ["q_raw", "r_raw", "q_cal", "r_cal", "p_sd", "rank_score"]
 
 
 def check_schema(baseline: Baseline, settings: AppSettings) -> None:
@@ -45,6 +45,8 @@ def raw_scores(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings) -
             "label": _col(frame, f"label_{name}"), "fwd_return": _col(frame, f"fwd_return_{name}"),
             "q_raw": q_raw, "r_raw": r_raw,
             "p_sd": calibrated_dispersion(base, regime, hm.calibrators),
+            "rank_score": (hm.ranker.score(X) if getattr(hm, "ranker", None) is not None
+                           else np.full(len(X), np.nan)),
         }))
     out = pd.concat(parts, ignore_index=True)
     for col in ("symbol", "horizon", "regime"):
@@ -60,7 +62,7 @@ def calibrate_scores(baseline: Baseline, raw: pd.DataFrame, strict: bool = True)
     out = raw.copy()
     out["p_cal"] = np.nan
     out["q_cal"], out["r_cal"] = np.nan, np.nan
-    for col in ("q_raw", "r_raw", "p_sd"):
+    for col in ("q_raw", "r_raw", "p_sd", "rank_score"):
         if col not in out:
             out[col] = np.nan
     regime = out["regime"].astype("object").to_numpy()
@@ -87,9 +89,10 @@ def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 def wide_scores(scored: pd.DataFrame) -> pd.DataFrame:
     """One row per (symbol, date): regime, p_raw_<h>, p_cal_<h>, label_<h> and the payoff
-    head's q_cal_<h>, r_cal_<h>, p_sd_<h>."""
+    head's q_cal_<h>, r_cal_<h>, p_sd_<h>, and the ranker's rank_score_<h>."""
     keys = ["symbol", "date"]
-    values = ["p_raw", "p_cal", "label", *[c for c in ("q_cal", "r_cal", "p_sd") if c in scored]]
+    values = ["p_raw", "p_cal", "label",
+              *[c for c in ("q_cal", "r_cal", "p_sd", "rank_score") if c in scored]]
     wide = scored.pivot_table(index=keys, columns="horizon", values=values,
                               aggfunc="first", dropna=False, observed=True)
     wide.columns = [f"{v}_{h}" for v, h in wide.columns]

@@ -3,7 +3,8 @@
 ``hcp train`` records ``manifest["skill"]`` (see :func:`skill_record`): for the plan horizon
 (``fusion.plan_horizon``) the Brier skill score of the calibrated P(win) against the
 climatological base rate (rows with a label and a calibrated probability), the rank IC of
-P(win) against the forward return with its Newey-West t (lag h - 1), and the top-decile
+ranking score (the ranker's ``rank_score``, else P(win)) against the forward return with its
+Newey-West t (lag h - 1), and the top-decile
 realised barrier P&L net of costs next to the whole universe's; the same figures per horizon;
 the thresholds (``models.skill``) and a verdict:
 
@@ -54,14 +55,23 @@ def _thr(x: float) -> str:
     return f"{x:g}"
 
 
+def ranking_column(oos) -> str:
+    """The score the plan ranks names by: the ranking model's ``rank_score`` where the baseline
+    has one, else the calibrated P(win)."""
+    if "rank_score" in oos.columns and oos["rank_score"].notna().any():
+        return "rank_score"
+    return "p_cal"
+
+
 def horizon_figures(oos, horizon: str, nw_lag: int, fee_pct: float) -> dict[str, Any]:
     """Skill figures of one horizon from out-of-sample rows (columns horizon, date, label,
     p_cal, fwd_return and, where present, realised_pnl).
 
     ``brier_skill`` = 1 - Brier(p_cal) / Brier(base rate), both on the rows with a label and a
     calibrated probability (the base rate is their mean label); ``ic`` / ``ic_t``: mean daily
-    rank IC of p_cal vs fwd_return on those rows and its Newey-West t with ``nw_lag``;
-    ``top_decile_net``: per date, the mean ``realised_pnl`` of the top 10 % of names by p_cal
+    rank IC of the ranking score (:func:`ranking_column`) vs fwd_return on those rows and its
+    Newey-West t with ``nw_lag``;
+    ``top_decile_net``: per date, the mean ``realised_pnl`` of the top 10 % of names by it
     (at least one; a tie at the cut shared), minus 2 x ``fee_pct``, averaged over dates;
     ``universe_net``: the same over all names with a calibrated probability.
     """
@@ -70,7 +80,8 @@ def horizon_figures(oos, horizon: str, nw_lag: int, fee_pct: float) -> dict[str,
     from tasks.models.metrics import rank_ic, top_decile_hit_rate
 
     d = oos.loc[(oos["horizon"] == horizon) & oos["p_cal"].notna() & oos["label"].notna()]
-    out: dict[str, Any] = {"n": int(len(d)), "brier_skill": None, "ic": None, "ic_t": None,
+    score = ranking_column(d)
+    out: dict[str, Any] = {"score": score, "n": int(len(d)), "brier_skill": None, "ic": None, "ic_t": None,
                            "n_dates": 0, "top_decile_net": None, "universe_net": None}
     if len(d):
         y, p = d["label"].to_numpy(dtype=float), d["p_cal"].to_numpy(dtype=float)
@@ -78,14 +89,16 @@ def horizon_figures(oos, horizon: str, nw_lag: int, fee_pct: float) -> dict[str,
         ref = base * (1.0 - base)
         out["base_rate"] = _num(base)
         out["brier_skill"] = _num(1.0 - float(np.mean((p - y) ** 2)) / ref) if ref > 0 else None
-        ic = rank_ic(p, d["fwd_return"], d["date"], nw_lag=nw_lag)
+        ranked = d.loc[d[score].notna()]
+        ic = rank_ic(ranked[score].to_numpy(dtype=float), ranked["fwd_return"], ranked["date"],
+                     nw_lag=nw_lag)
         out.update(ic=_num(ic["ic_mean"]), ic_t=_num(ic["ic_t_nw"]), n_dates=int(ic["n_dates"]))
     if "realised_pnl" in oos.columns:
         r = oos.loc[(oos["horizon"] == horizon) & oos["p_cal"].notna()
-                    & oos["realised_pnl"].notna()]
+                    & oos["realised_pnl"].notna() & oos[score].notna()]
         if len(r):
             cost = 2.0 * fee_pct
-            top = top_decile_hit_rate(r["realised_pnl"], r["p_cal"], r["date"], TOP_FRAC)
+            top = top_decile_hit_rate(r["realised_pnl"], r[score], r["date"], TOP_FRAC)
             uni = r.groupby("date", sort=True)["realised_pnl"].mean().mean()
             out["top_decile_net"] = _num(top - cost)
             out["universe_net"] = _num(uni - cost)

@@ -22,6 +22,7 @@ from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_reg
 from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
 from tasks.models.ensemble import StackedEnsemble
 from tasks.models.payoff import PayoffHead, calibrated_dispersion, relative_timeout_target
+from tasks.models.ranker import RankModel
 from tasks.models.walkforward import Fold, make_folds, purged_train_mask
 from tasks.plan.expectancy import barrier_expectancy, relative_to_session
 from tasks.settings import AppSettings
@@ -38,6 +39,7 @@ class HorizonModel:
     ensemble: StackedEnsemble
     calibrators: dict[str, RegimeCalibrator]
     payoff: PayoffHead | None = None   # stop-vs-timeout and timeout return (older baselines: None)
+    ranker: RankModel | None = None    # the session ranking score (older baselines: None)
 
 
 def training_frame(bars: pd.DataFrame, constituents: pd.DataFrame | None,
@@ -61,8 +63,8 @@ def _sample(rows: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSetting
 
 
 def _fit_base(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.DatetimeIndex,
-              settings: AppSettings) -> tuple[StackedEnsemble, PayoffHead]:
-    """The ensemble (P(win)) and the payoff head, on the same sampled training rows."""
+              settings: AppSettings) -> tuple[StackedEnsemble, PayoffHead, RankModel]:
+    """The ensemble (P(win)), the payoff head and the ranker, on the same sampled rows."""
     label = f"label_{name}"
     rows = _sample(frame.loc[mask & frame[label].notna().to_numpy()], sessions, settings)
     X = rows[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
@@ -71,7 +73,9 @@ def _fit_base(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.Dat
     head = PayoffHead().fit(X, rows[f"outcome_{name}"].to_numpy(),
                             rows[f"rel_timeout_{name}"].to_numpy(dtype="float64"),
                             settings.models, settings.runtime.n_threads)
-    return model, head
+    ranker = RankModel().fit(X, rows[f"fwd_return_{name}"].to_numpy(dtype="float64"),
+                             rows["date"].to_numpy(), settings.models, settings.runtime.n_threads)
+    return model, head, ranker
 
 
 def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Timestamp,
@@ -101,7 +105,7 @@ def _fit_stack_and_calibrate(model: StackedEnsemble, head: PayoffHead, prior: pd
                                   settings.models)
 
 
-def _predict_block(model: StackedEnsemble, head: PayoffHead, test: pd.DataFrame,
+def _predict_block(model: StackedEnsemble, head: PayoffHead, ranker: RankModel, test: pd.DataFrame,
                    cuts: VolRegimeCuts, cals: dict[str, RegimeCalibrator], name: str, fold: Fold,
                    settings: AppSettings) -> pd.DataFrame:
     X = test[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
@@ -127,6 +131,7 @@ def _predict_block(model: StackedEnsemble, head: PayoffHead, test: pd.DataFrame,
     out["q_cal"], out["r_cal"] = head.apply(out["q_raw"].to_numpy(), out["r_raw"].to_numpy(),
                                             regime)
     out["p_sd"] = calibrated_dispersion(base, regime, cals)
+    out["rank_score"] = ranker.score(X)
     exp = barrier_expectancy(out["p_cal"].to_numpy(), out["q_cal"].to_numpy(),
                              out["r_cal"].to_numpy(), out["atr_pct"].to_numpy(),
                              lab.take_profit_atr, lab.stop_atr)
@@ -148,12 +153,12 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
         mask = purged_train_mask(frame["date"], sessions, fold.test_start, fold.test_end, h,
                                  settings.models.embargo_sessions)
         mask &= (frame["date"] >= fold.train_start).to_numpy()
-        model, head = _fit_base(frame, mask, name, sessions, settings)
+        model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
         prior = _prior(oos, sessions, fold.test_start, h, cuts, frame,
                        settings.models.calibration_lookback_years)
         cals = _fit_stack_and_calibrate(model, head, prior, settings)
         test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
-        oos.append(_predict_block(model, head, test, cuts, cals, name, fold, settings))
+        oos.append(_predict_block(model, head, ranker, test, cuts, cals, name, fold, settings))
     result = pd.concat(oos, ignore_index=True) if oos else pd.DataFrame()
     return result, folds
 
@@ -163,9 +168,9 @@ def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame
     """The deployable model: base models on all rows, stacker/calibrators on recent OOS rows."""
     h = settings.labels.horizons[name]
     mask = np.ones(len(frame), dtype=bool)  # labels near the end are NaN: purged by construction
-    model, head = _fit_base(frame, mask, name, sessions, settings)
+    model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
     after_last = sessions[-1] + pd.Timedelta(days=1)
     prior = (_prior([oos], sessions, after_last, h, cuts, frame,
                     settings.models.calibration_lookback_years) if len(oos) else pd.DataFrame())
     cals = _fit_stack_and_calibrate(model, head, prior, settings)
-    return HorizonModel(name, h, model, cals, head)
+    return HorizonModel(name, h, model, cals, head, ranker)

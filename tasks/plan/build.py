@@ -21,7 +21,7 @@ from tasks.plan.expectancy import (
     second_moment,
     slippage_estimate,
 )
-from tasks.plan.fusion import Weights, fuse, gate, horizon_edge
+from tasks.plan.fusion import Weights, fuse, gate, horizon_edge, percentile_edge
 from tasks.plan.sizing import book_risk_scale, score_cash, to_quantity
 from tasks.risk.clamps import Book, Order, clamp_batch, classify_bucket, stop_levels
 from tasks.settings import AppSettings
@@ -49,7 +49,8 @@ class SessionInputs:
     book: Book
     context: pd.DataFrame | None = None    # symbol + CONTEXT_COLUMNS (any subset)
     returns: pd.DataFrame | None = None    # wide daily log returns up to as_of (effective-K)
-    episodes: pd.DataFrame | None = None   # closed episodes with 'pnl' (Kelly)
+    episodes: pd.DataFrame | None = None   # closed episodes (reports; not used for sizing)
+    skill: dict | None = None              # baseline manifest "skill" (per-horizon OOS skill)
 
 
 @dataclass
@@ -75,22 +76,60 @@ def gated_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
         df[col] = df[col].astype("float64") if col in df else np.nan
     cfg = settings.fusion
     for h in ("short", "mid"):
-        base = lookup(inp.payoff[h], df["regime"], "base_rate")
-        df[f"edge_{h}"] = horizon_edge(df[f"p_cal_{h}"].to_numpy(dtype="float64"), base,
-                                       cfg.edge_mode)
+        p_cal = df[f"p_cal_{h}"].to_numpy(dtype="float64")
+        rank = _column(df, f"rank_score_{h}")
+        if cfg.edge_source == "rank_score" and np.isfinite(rank).any():
+            # the ranking model's order within the session; a name without a calibrated
+            # probability stays without an edge (HOLD)
+            df[f"edge_{h}"] = percentile_edge(np.where(np.isfinite(p_cal), rank, np.nan))
+        else:
+            base = lookup(inp.payoff[h], df["regime"], "base_rate")
+            df[f"edge_{h}"] = horizon_edge(p_cal, base, cfg.edge_mode)
     df["liquidity"] = np.clip(np.exp(df["log_dollar_volume"]) / cfg.liquidity_full_adv_usd, 0, 1)
     df["market_corr"] = df["corr_mkt"]  # the symbol's own correlation with the market
     for col in disabled_columns(inp.policy):
         df[col] = np.nan  # a fusion input the policy switched off counts as absent
-    w = inp.policy["blend_weights"]
+    w, _ = blend_weights(inp, settings)
     weights = (Weights.effective(w, rl_available=False) if w.get("short", 0) + w.get("mid", 0) > 0
                else Weights(0.0, 0.0, 1.0))  # RL-only policy: no predictor edge to gate on
     return gate(df, weights, inp.policy["gates"])
 
 
+def blend_weights(inp: SessionInputs, settings: AppSettings) -> tuple[dict[str, float],
+                                                                      dict[str, str]]:
+    """The policy's blend weights, with a horizon whose ranking had no out-of-sample skill at
+    training time set to 0 (``fusion.zero_unskilled_horizons``), and the reason per horizon."""
+    w = dict(inp.policy["blend_weights"])
+    zeroed: dict[str, str] = {}
+    if not settings.fusion.zero_unskilled_horizons:
+        return w, zeroed
+    per = (inp.skill or {}).get("per_horizon") or {}
+    need = settings.models.skill.min_ic_t
+    for h in ("short", "mid"):
+        rec = per.get(h)
+        if rec is None or w.get(h, 0.0) <= 0:
+            continue
+        t = rec.get("ic_t")
+        if t is None or not t >= need:
+            shown = "n/a" if t is None else f"{t:+.2f}"
+            zeroed[h] = (f"weight:{h}=0 (no out-of-sample ranking skill: rank IC "
+                         f"{_fmt_opt(rec.get('ic'))}, Newey-West t {shown} < {need:g})")
+            w[h] = 0.0
+    return w, zeroed
+
+
+def _fmt_opt(x) -> str:
+    return "n/a" if x is None else f"{x:+.4f}"
+
+
 def fused_frame(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
     """Fusion score and action, the gated signal, and the expectancy of each symbol."""
-    df = fuse(df, inp.policy["blend_weights"], settings.fusion)
+    weights, zeroed = blend_weights(inp, settings)
+    if weights.get("short", 0) + weights.get("mid", 0) + weights.get("rl", 0) <= 0:
+        weights = {"short": 0.0, "mid": 0.0, "rl": 1.0}   # nothing left but the RL hint
+    df = fuse(df, weights, settings.fusion)
+    if zeroed:  # every name's audit says which horizon was blended at weight 0, and why
+        df["penalty_tags"] = [list(tags) + list(zeroed.values()) for tags in df["penalty_tags"]]
     off = {f"{_PENALTY_OF[f]}:unknown": f"{_PENALTY_OF[f]}:disabled"
            for f in inp.policy.get("disabled_features", []) if f in _PENALTY_OF}
     if off:
@@ -316,7 +355,9 @@ def apply_clamps(sized: Sized, inp: SessionInputs, settings: AppSettings,
     plan = _plan_frame(plan_rows)
     info.update(weights_used=_weights_info(inp.policy["blend_weights"]),
                 rl_missing=int(sig["rl_missing"].sum()))
-    info["empty_book"] = empty_book_info(sig, reasons, plan)
+    weights, zeroed = blend_weights(inp, settings)
+    info["horizon_weights"] = {"used": weights, "zeroed": zeroed}
+    info["empty_book"] = empty_book_info(sig, reasons, plan) or no_edge_info(sig, weights, zeroed)
     if info["empty_book"]:
         alerts.append(info["empty_book"]["message"])
     return Decision(sig, plan, _audit(sig, reasons, plan), book, alerts, info)
@@ -347,6 +388,21 @@ def zeroing_step(tags: list[str]) -> str:
                 return "expectancy:lower_bound"
             return tag.split("(")[0]
     return "unknown"
+
+
+def no_edge_info(sig: pd.DataFrame, weights: dict[str, float], zeroed: dict[str, str]
+                 ) -> dict | None:
+    """No BUY signal at all because every horizon was blended at weight 0 for lack of skill and
+    no RL hint exists: the plan cannot trade, and says why (None otherwise)."""
+    if not zeroed or weights.get("short", 0) + weights.get("mid", 0) > 0:
+        return None
+    if (sig["action"] == "BUY").any() or not sig["rl_missing"].all():
+        return None
+    why = "; ".join(zeroed.values())
+    return {"buy_signals": 0, "orders": 0, "step": "weight:no_skilled_horizon",
+            "by_step": {"weight:no_skilled_horizon": int(len(sig))},
+            "message": f"empty book: no horizon has measured out-of-sample skill, so no name has "
+                       f"an edge ({why})"}
 
 
 def empty_book_info(sig: pd.DataFrame, reasons: dict[str, list[str]], plan: pd.DataFrame

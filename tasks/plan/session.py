@@ -107,6 +107,7 @@ def session_inputs(*, as_of: pd.Timestamp, today: pd.DataFrame, scores_today: pd
     return SessionInputs(as_of=as_of, features=today, scores=scores,
                          payoff=baseline.manifest["payoff"],
                          thresholds=baseline.manifest["thresholds"], model_id=baseline.baseline_id,
+                         skill=baseline.manifest.get("skill"),
                          policy=policy, policy_version=policy_version, book=book, context=context,
                          returns=returns.loc[returns.index <= as_of], episodes=episodes)
 
