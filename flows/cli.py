@@ -99,7 +99,7 @@ def _make_source(source: Source, path: Path | None, constituents: Path | None,
     if source is Source.demo:
         d = load_settings().data.demo
         return DemoSource(Paths.from_env().demo, d.seed, d.n_symbols, d.n_sectors, d.start,
-                          d.end, d.inject_bad_rows)
+                          d.end, d.inject_bad_rows, d.reversal)
     if source is Source.yfinance:
         if not symbols:
             raise ValueError("--symbols is required with --source yfinance")

@@ -52,6 +52,9 @@ class DemoSettings(_Section):
     start: str = Field("2017-01-03", description="First calendar date of the demo market.")
     end: str = Field("2024-12-31", description="Last calendar date of the demo market.")
     inject_bad_rows: bool = Field(True, description="Inject a few defective rows to exercise validation.")
+    reversal: float = Field(
+        0.2, ge=0, le=1, description="Planted signal: each name's idiosyncratic return gives back "
+        "this share of the mean of its last 5 idiosyncratic shocks (0 = nothing predictable).")
 
 
 class DataSettings(_Section):

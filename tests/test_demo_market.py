@@ -310,3 +310,20 @@ def test_volume_and_range_follow_moves(clean: DemoMarket) -> None:
 def test_invalid_specs_raise(changes: dict) -> None:
     with pytest.raises(ValueError):
         generate_demo_market(DemoSpec(**{**SMALL.__dict__, **changes}))
+
+
+def _reversal_ic(market: DemoMarket) -> float:
+    """Mean daily rank IC of minus the past 5-session return against the next 5 sessions'."""
+    r = adj_log_returns(market.bars)
+    past, ahead = r.rolling(5).sum(), r.rolling(5).sum().shift(-5)
+    ic = (-past).rank(axis=1).corrwith(ahead.rank(axis=1), axis=1)
+    return float(ic.dropna().mean())
+
+
+def test_the_planted_reversal_is_measurable_and_absent_without_it(clean: DemoMarket) -> None:
+    assert clean.bars is not None and DemoSpec().reversal == 0.2
+    assert _reversal_ic(clean) > 0.03
+    flat = generate_demo_market(DemoSpec(inject_bad_rows=False, reversal=0.0))
+    assert abs(_reversal_ic(flat)) < 0.02
+    with pytest.raises(ValueError, match="reversal"):
+        generate_demo_market(DemoSpec(reversal=1.5))

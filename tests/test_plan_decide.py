@@ -259,10 +259,11 @@ def test_a_horizon_without_ranking_skill_is_blended_at_weight_zero():
     used = d.info["horizon_weights"]["used"]
     assert used["mid"] == 0.0 and used["short"] == 0.4
     assert set(d.info["horizon_weights"]["zeroed"]) == {"mid"}
+    assert d.info["weights_used"]["predictors_only"] == {"short": 1.0, "mid": 0.0, "rl": 0.0}
     # the score is the short edge alone (predictors only: short renormalised to 1)
     s = d.signals
     assert s["base"].to_numpy() == pytest.approx(s["edge_short"].to_numpy())
-    assert d.audit["reasons"].str.contains(r"weight:mid=0 \(no out-of-sample ranking skill",
+    assert d.audit["reasons"].str.contains(r"weight:mid=0\(no out-of-sample ranking skill",
                                            regex=True).all()
     off = SETTINGS.model_copy(update={"fusion": SETTINGS.fusion.model_copy(
         update={"zero_unskilled_horizons": False})})

@@ -54,6 +54,12 @@ Rng = np.random.Generator
 Array = np.ndarray
 
 
+# the demo's planted cross-sectional signal: each name's idiosyncratic return gives back this
+# share of the mean of its last 5 idiosyncratic shocks (a short-term reversal, the anomaly with
+# the strongest daily record); 0 gives a market in which nothing is predictable
+REVERSAL = 0.2
+
+
 @dataclass(frozen=True)
 class DemoSpec:
     """Size, period, seed and dirtiness of the demo market."""
@@ -64,6 +70,7 @@ class DemoSpec:
     start: str = "2017-01-03"
     end: str = "2024-12-31"
     inject_bad_rows: bool = True
+    reversal: float = REVERSAL
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ def _check_spec(spec: DemoSpec, n_days: int) -> None:
         raise ValueError(f"n_sectors must be in 1..{min(len(SECTORS), spec.n_symbols)}")
     if spec.n_symbols < 2 or n_days < 2 * _QUARTER:
         raise ValueError("need at least 2 symbols and 126 sessions")
+    if not 0 <= spec.reversal <= 1:
+        raise ValueError("reversal must be in 0..1")
 
 
 def _tickers(rng: Rng, n: int) -> Array:
@@ -144,8 +153,19 @@ def _garch_unit(z: Array, a: Array, b: Array) -> Array:
     return g
 
 
-def _log_returns(rng: Rng, regimes: Array, codes: Array) -> tuple:
-    """Factor-model daily log returns and each day's conditional volatility, both (T, N)."""
+def _reversal(shocks: Array, strength: float, window: int = 5) -> Array:
+    """Shocks minus ``strength`` x the mean of each column's previous ``window`` shocks."""
+    if strength == 0:
+        return shocks
+    csum = np.vstack([np.zeros((1, shocks.shape[1])), np.cumsum(shocks, axis=0)])
+    t = np.arange(len(shocks))
+    past = (csum[t] - csum[np.maximum(t - window, 0)]) / window
+    return shocks - strength * past
+
+
+def _log_returns(rng: Rng, regimes: Array, codes: Array, reversal: float = 0.0) -> tuple:
+    """Factor-model daily log returns and each day's conditional volatility, both (T, N); the
+    idiosyncratic part carries the planted short-term reversal (no extra random draws)."""
     n_days, n = len(regimes), len(codes)
     beta, gamma = rng.uniform(0.6, 1.4, n), rng.uniform(0.5, 1.5, n)
     idio = np.clip(rng.lognormal(np.log(0.22), 0.35, n), 0.10, 0.50) / _DAY
@@ -159,7 +179,8 @@ def _log_returns(rng: Rng, regimes: Array, codes: Array) -> tuple:
     sec_sd = _SECTOR_VOL * _SECTOR_SCALE[regimes]
     sectors = sec_sd[:, None] * rng.standard_normal((n_days, codes.max() + 1))
     idio_sd = idio * np.sqrt(g[:, 1:])
-    r = alpha + beta * market[:, None] + gamma * sectors[:, codes] + idio_sd * z[:, 1:]
+    idio_part = _reversal(idio_sd * z[:, 1:], reversal)
+    r = alpha + beta * market[:, None] + gamma * sectors[:, codes] + idio_part
     var = (beta * mkt_sd[:, None]) ** 2 + (gamma * sec_sd[:, None]) ** 2 + idio_sd**2
     return r, np.sqrt(var)
 
@@ -362,7 +383,7 @@ def generate_demo_market(spec: DemoSpec = DemoSpec()) -> DemoMarket:
     tickers = _tickers(rng, spec.n_symbols)
     constituents, codes = _constituents(rng, tickers, spec.n_sectors)
     regimes = _regime_path(rng, len(sessions))
-    r, sigma = _log_returns(rng, regimes, codes)
+    r, sigma = _log_returns(rng, regimes, codes, spec.reversal)
     first = _first_sessions(rng, len(sessions), spec.n_symbols)
     panel = _prices(rng, r, sigma, first)
     panel["volume"] = _volume(rng, r, sigma, panel["split_coefficient"])

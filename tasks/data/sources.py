@@ -170,13 +170,16 @@ class DemoSource:
     start: str = "2017-01-03"
     end: str = "2024-12-31"
     inject_bad_rows: bool = True
+    reversal: float | None = None   # None: the demo's default planted signal
     name: str = "demo"
 
     def load(self) -> SourceResult:
         from tasks.data.demo import DemoSpec, generate_demo_market, write_demo_market
 
+        extra = {} if self.reversal is None else {"reversal": self.reversal}
         spec = DemoSpec(seed=self.seed, n_symbols=self.n_symbols, n_sectors=self.n_sectors,
-                        start=self.start, end=self.end, inject_bad_rows=self.inject_bad_rows)
+                        start=self.start, end=self.end, inject_bad_rows=self.inject_bad_rows,
+                        **extra)
         files = write_demo_market(generate_demo_market(spec), Path(self.folder))
         inner = ParquetSource(files["bars"], files["constituents"], name="demo")
         return inner.load()

@@ -112,8 +112,8 @@ def blend_weights(inp: SessionInputs, settings: AppSettings) -> tuple[dict[str, 
         t = rec.get("ic_t")
         if t is None or not t >= need:
             shown = "n/a" if t is None else f"{t:+.2f}"
-            zeroed[h] = (f"weight:{h}=0 (no out-of-sample ranking skill: rank IC "
-                         f"{_fmt_opt(rec.get('ic'))}, Newey-West t {shown} < {need:g})")
+            zeroed[h] = (f"weight:{h}=0(no out-of-sample ranking skill: rank IC "
+                         f"{_fmt_opt(rec.get('ic'))} Newey-West t {shown} < {need:g})")
             w[h] = 0.0
     return w, zeroed
 
@@ -353,7 +353,7 @@ def apply_clamps(sized: Sized, inp: SessionInputs, settings: AppSettings,
     if sig["rl_missing"].any():
         alerts.append("RL models unavailable—reduced position sizing")
     plan = _plan_frame(plan_rows)
-    info.update(weights_used=_weights_info(inp.policy["blend_weights"]),
+    info.update(weights_used=_weights_info(blend_weights(inp, settings)[0]),
                 rl_missing=int(sig["rl_missing"].sum()))
     weights, zeroed = blend_weights(inp, settings)
     info["horizon_weights"] = {"used": weights, "zeroed": zeroed}
@@ -472,9 +472,12 @@ def _audit(sig: pd.DataFrame, reasons: dict[str, list[str]], plan: pd.DataFrame)
     return audit.sort_values("symbol", kind="stable").reset_index(drop=True)
 
 
-def _weights_info(policy_weights: dict[str, float]) -> dict:
-    full = Weights.effective(policy_weights, True)
-    pred = Weights.effective(policy_weights, False)
+def _weights_info(weights: dict[str, float]) -> dict:
+    """The blend weights used (after a horizon without skill was set to 0), with and without
+    the RL hint."""
+    full = Weights.effective(weights, True) if sum(weights.values()) > 0 else Weights(0, 0, 0)
+    pred = (Weights.effective(weights, False) if weights.get("short", 0) + weights.get("mid", 0) > 0
+            else Weights(0.0, 0.0, 0.0))
     return {"with_rl": full.__dict__, "predictors_only": pred.__dict__}
 
 
