@@ -43,6 +43,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_models.py
+	$(BIN)/python bench/bench_signal.py
 	$(BIN)/python bench/bench_daily.py
 	$(BIN)/python bench/bench_intraday.py
 

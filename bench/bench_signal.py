@@ -10,8 +10,9 @@ scored from 2010), then print, per horizon, the signal report of ``tasks.models.
 * decile returns: mean forward simple return per trade by cross-sectional decile;
 * long-short: top-minus-bottom decile net of costs (4 x ``--cost-bps``), its NW t, the
   annualised Sharpe of the non-overlapping version, the top-decile turnover per rebalance;
-* the headline summary for the scores ``p_cal``, ``p_raw`` and ``exp_pnl``, all three on the
-  rows that have a ``p_cal`` (the same sessions and names);
+* the headline summary for the scores ``rank_score`` (the ranking model's, what the plan ranks
+  by), ``p_cal``, ``p_raw`` and ``exp_pnl``, all on the rows that have a ``p_cal`` (the same
+  sessions and names);
 
 then the permutation importance (drop in mean daily rank IC when a feature is shuffled across
 the names of each session) of an ensemble fit like the last fold's (base models on the purged
@@ -59,7 +60,7 @@ from tasks.settings import load_settings  # noqa: E402
 
 START, END, LAST_END = "2004-01-01", "2012-12-31", pd.Timestamp("2012-12-31")
 REDUCED = {"rf": {"n_estimators": 60}, "xgb": {"n_estimators": 80}, "cat": {"iterations": 80}}
-SCORES = ("p_cal", "p_raw", "exp_pnl")
+SCORES = ("rank_score", "p_cal", "p_raw", "exp_pnl")
 TIMES: list[tuple[str, float]] = []
 
 
@@ -164,13 +165,14 @@ def main() -> int:
         calibrated = oos.loc[oos["p_cal"].notna()]  # every score on the same rows
         with stage("signal report (tables, summaries)"):
             for name in settings.labels.horizons:
-                tables.update(signal_tables(oos, name, lags[name], args.cost_bps))
+                tables.update(signal_tables(calibrated, name, lags[name], args.cost_bps,
+                                            score="rank_score"))
                 for score in SCORES:
                     summaries.append(signal_summary(calibrated, name, lags[name], args.cost_bps,
                                                     score=score))
         with stage("signal report (figures, HTML)"):
             for name in settings.labels.horizons:
-                figures.update(write_signal_figures(oos, name, out_dir))
+                figures.update(write_signal_figures(calibrated, name, out_dir, score="rank_score"))
             html = signal_report_html(tables, figures)
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "signal_report.html").write_text(html)
@@ -184,7 +186,8 @@ def main() -> int:
 
 
 def _report(tables, summaries, imp, html, figures, kept) -> None:
-    print("\nSignal report (out of sample; calibrated P(win) unless stated; survivorship-biased "
+    print("\nSignal report (out of sample; the ranking model's rank_score unless stated; "
+          "survivorship-biased "
           "universe; fold 1 has no p_cal):")
     _print_tables(tables)
     cols = ["horizon", "score", "sessions", "ic_mean", "ic_t_nw", "icir", "ls_net_mean", "ls_t_nw",

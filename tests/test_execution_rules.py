@@ -74,6 +74,17 @@ def test_quarantine_lasts_seven_sessions_then_expires():
     assert seen["2020-03-04"].kind is None  # the activation day itself is not quarantined
 
 
+def test_a_quarantine_started_inside_another_keeps_its_start_day_covered():
+    # 1st-3rd sessions start one (covering 4th..10th); 4th, 5th, 6th start the next on the 6th
+    state, on = _kills(DAYS[:6])
+    assert on == [False, False, True, False, False, True]
+    after = sessions_after(CAL)
+    start_day = q.status(state, DAYS[5], after)
+    assert start_day.active and start_day.kind == "quarantine" and start_day.days_left == 5
+    nxt = q.status(state, DAYS[6], after)
+    assert nxt.days_left == 7 and nxt.start == DAYS[5]
+
+
 def test_days_that_started_a_quarantine_do_not_count_again():
     state, on = _kills(DAYS[:4])
     assert on == [False, False, True, False]

@@ -279,3 +279,13 @@ def test_no_skilled_horizon_is_an_explained_empty_book():
     assert info["step"] == "weight:no_skilled_horizon"
     assert "no horizon has measured out-of-sample skill" in info["message"]
     assert info["message"] in d.alerts
+
+
+def test_the_per_trade_target_scales_with_net_liquidity():
+    tight = SETTINGS.model_copy(update={"guardrails": SETTINGS.guardrails.model_copy(
+        update={"per_trade_target_pct": 0.005})})
+    for nl in (100_000.0, 400_000.0):
+        d = decide(inputs(_full_hint(), book=Book(nl)), tight)
+        top = d.plan.set_index("ticker").loc["S29"]
+        assert "size:per_trade_target" in top["reason_tags"]
+        assert 0.005 * nl - 50.0 < top["position_cash"] <= 0.005 * nl   # floored to one share

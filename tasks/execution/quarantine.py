@@ -7,7 +7,8 @@ defaults):
 - a kill-switch day D starts a **quarantine** when D is the 3rd kill-switch day within the 10
   sessions ending at D (days already counted by an earlier activation or clearance do not
   count again); the quarantine covers the 7 sessions after D: live trading is refused, demo
-  runs on (``quarantine_active`` alert with the sessions left);
+  runs on (``quarantine_active`` alert with the sessions left); a quarantine that starts while
+  another runs replaces it from the next session on (the older one still covers D);
 - every kill-switch day puts the next session in **cool-off** ("Demo tomorrow unless
   override"): live is refused for that one session;
 - only a SANITY_JUDGE answer ``stay_demo: false`` or an operator override with a reason clears
@@ -105,8 +106,12 @@ def record_kill_day(state: dict[str, Any], session: str, window: list[str], rule
     days = counted_kill_days(new, window)
     if len(days) < rules.kill_days:
         return new, False
+    old = new.get("quarantine")
     new["quarantine"] = {"start": session, "sessions": rules.quarantine_sessions, "cleared": None,
                          "kill_days": days}
+    if old and not old.get("cleared"):
+        # a quarantine still running on its successor's start day keeps covering that day
+        new["quarantine"]["follows"] = {k: old[k] for k in ("start", "sessions")}
     new["counted_after"] = session
     new["history"].append({"event": "activated", "session": session, "at": at, "kill_days": days,
                            "sessions": rules.quarantine_sessions})
@@ -129,6 +134,10 @@ def status(state: dict[str, Any], session: str, sessions_after: SessionsAfter) -
     n = _left(q, "start", q["sessions"] if q else 0, session, sessions_after)
     if n is not None and n >= 1:
         return Status(True, "quarantine", q["sessions"] - n + 1, q["start"])
+    prev = q.get("follows") if q and not q.get("cleared") else None
+    n = _left(prev, "start", prev["sessions"] if prev else 0, session, sessions_after)
+    if prev and n is not None and n >= 1:
+        return Status(True, "quarantine", prev["sessions"] - n + 1, prev["start"])
     c = state.get("cooloff")
     n = _left(c, "after", 1, session, sessions_after)
     if n == 1:
