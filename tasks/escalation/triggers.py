@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.escalation.settings import EscalationSettings
+from tasks.numbers import json_number
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,7 @@ def _absent(name: str, call_type: str, threshold: str, why: str) -> Trigger:
     return Trigger(name, call_type, None, threshold, False, False, why)
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_num = json_number
 
 
 def drawdown_5d(equity: pd.DataFrame, day: str) -> float | None:

@@ -24,21 +24,16 @@ This module imports nothing heavy at load time (the live gates and the health re
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
+
+from tasks.numbers import json_number
 
 SKILLED, NO_SKILL, UNKNOWN = "skilled", "no_skill", "unknown"
 TOP_FRAC = 0.10
 FIGURES = ("brier_skill", "ic", "ic_t", "top_decile_net", "universe_net")
 
 
-def _num(x: Any) -> float | None:
-    """A finite float, or None (JSON has no NaN)."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_num = json_number
 
 
 def _f(x: float | None, digits: int = 4) -> str:
