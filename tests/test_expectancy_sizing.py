@@ -188,3 +188,21 @@ def test_book_risk_unknown_symbol_uses_median_variance():
     _, with_unknown = book_risk_scale({"A": 1_000.0, "Z": 1_000.0}, Book(100_000.0), rets, 0.5)
     _, known = book_risk_scale({"A": 1_000.0, "B": 1_000.0}, Book(100_000.0), rets, 0.5)
     assert with_unknown["book_var99"] == pytest.approx(known["book_var99"], rel=0.1)
+
+
+def test_dispersion_survives_a_stepwise_calibrator():
+    """Three base models that disagree keep a positive dispersion even when a coarse calibrator
+    would map all of them to one step; it scales with the calibrator's level."""
+    from tasks.models.calibration import RegimeCalibrator
+    from tasks.models.payoff import calibrated_dispersion
+
+    class Halve:
+        def predict(self, p):
+            return np.full(len(p), 0.05)            # one step for everything
+
+    cals = {"med_vol": RegimeCalibrator("med_vol", "isotonic", 1000, Halve())}
+    base = np.array([[0.08, 0.10, 0.12], [0.10, 0.10, 0.10]])
+    got = calibrated_dispersion(base, np.array(["med_vol", "med_vol"]), cals)
+    assert got[0] == pytest.approx(np.std([0.08, 0.10, 0.12]) * 0.05 / 0.10)
+    assert got[1] == pytest.approx(0.0, abs=1e-15)
+    assert (calibrated_dispersion(base, np.array(["low_vol", "low_vol"]), cals) == 0).all()

@@ -141,10 +141,16 @@ def shrink_slope(pred: np.ndarray, realised: np.ndarray) -> float:
 
 
 def calibrated_dispersion(base: np.ndarray, regime: np.ndarray, calibrators: dict) -> np.ndarray:
-    """Standard deviation across the base models of their P(win) mapped through the regime's
-    calibrator: the ensemble's own disagreement on a name, on the calibrated scale."""
-    if base.shape[1] < 2 or not calibrators:
+    """The ensemble's own disagreement on a name, on the calibrated scale: the standard deviation
+    of the base models' P(win) times the calibrator's ratio cal(m) / m at their mean m.
+
+    (Mapping each base model through a stepwise isotonic calibrator would often put all of them
+    on one step and report no disagreement at all.)"""
+    base = np.asarray(base, dtype="float64")
+    if base.ndim != 2 or base.shape[1] < 2 or not calibrators:
         return np.zeros(len(base))
-    cols = [apply_calibrators(base[:, i], regime, calibrators, strict=False)
-            for i in range(base.shape[1])]
-    return np.nan_to_num(np.std(np.column_stack(cols), axis=1), nan=0.0)
+    mean = base.mean(axis=1)
+    cal = apply_calibrators(mean, regime, calibrators, strict=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.clip(cal / mean, 0.0, 5.0)
+    return np.nan_to_num(base.std(axis=1) * ratio, nan=0.0)

@@ -94,12 +94,15 @@ body { font-family: sans-serif; margin: 2em; } table { border-collapse: collapse
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; } th { background: #eee; }
 .ERROR { color: #fff; background: #b00; } .WARNING { background: #fd6; } .OK { background: #9d9; }
 .status { padding: 2px 8px; font-weight: bold; } svg text { font-size: 11px; }
+.empty-book { color: #b00; border: 1px solid #b00; padding: 4px 8px; }
+td:last-child { text-align: left; font-size: .9em; }
 </style></head><body>
 <h1>Pre-market plan for the session after {{ day }}</h1>
 <p><span class="status {{ status }}">{{ status }}</span>
  net liquidity {{ "{:,.2f}".format(nl) }} &middot; model {{ model }} &middot; policy {{ policy }}</p>
 {% if errors %}<h2>Stop trading</h2><ul>{% for e in errors %}<li>{{ e }}</li>{% endfor %}</ul>
 <p>The plan holds no orders.</p>{% endif %}
+{% if empty_book %}<p class="empty-book"><b>{{ empty_book }}</b></p>{% endif %}
 {% if warnings %}<h2>Warnings</h2><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 <h2>Trade plan ({{ plan_rows|length }} orders)</h2>
 <table><tr>{% for c in plan_cols %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -146,12 +149,15 @@ def _esc(text: str) -> str:
 def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any]) -> str:
     from markupsafe import Markup
 
+    from tasks.health.checks import empty_book_line
+
     m, s = health["metrics"], health["summary"]
     exp = m["exposure"]
     cov = m["coverage"]
-    cols = ["ticker", "action", "qty", "entry_price", "stop", "take_profit", "position_cash",
-            "prob_win_cal", "exp_pnl_net", "etth_days", "epnl_time", "bucket", "sector"]
-    rows = [[_cell(v) for v in r] for r in plan[cols].itertuples(index=False)]
+    shown = [(c, h, f) for c, h, f in PLAN_TABLE if c in plan]
+    cols = [h for _, h, _ in shown]
+    rows = [[f(v) for (_, _, f), v in zip(shown, r, strict=True)]
+            for r in plan[[c for c, _, _ in shown]].itertuples(index=False)]
     regime = {k: v / 100 for k, v in m["regime"]["regime_distribution"].items()}
     def pct(v):
         return (f"{v:.1%}" if isinstance(v, float) and math.isfinite(v) else "n/a")
@@ -165,10 +171,25 @@ def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any]) -> str:
         sector_chart=Markup(bar_chart(exp.get("by_sector", {}), "{:.2%}")),
         top5=pct(exp.get("top5")), largest=pct(exp.get("largest_name")),
         gross=pct(exp.get("gross")),
-        esc=health["escalation"] if (health.get("escalation") or {}).get("enabled") else None)
+        esc=health["escalation"] if (health.get("escalation") or {}).get("enabled") else None,
+        empty_book=empty_book_line(health.get("empty_book")))
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:,.2f}"
-    return str(v)
+def _pct(digits: int) -> Any:
+    return lambda v: (f"{v * 100:.{digits}f}%" if isinstance(v, float) and math.isfinite(v)
+                      else "n/a")
+
+
+# the analyst's table: (plan column, header, format); probabilities and P&L in percent
+PLAN_TABLE = [("ticker", "ticker", str), ("action", "action", str), ("qty", "qty", str),
+              ("entry_price", "entry", lambda v: f"{v:,.2f}"),
+              ("stop", "stop", lambda v: f"{v:,.2f}"),
+              ("take_profit", "take profit", lambda v: f"{v:,.2f}"),
+              ("position_cash", "cash", lambda v: f"{v:,.0f}"),
+              ("pct_of_nl", "% of NL", _pct(2)),
+              ("prob_win_cal", "P(take-profit)", _pct(1)), ("p_stop", "P(stop)", _pct(1)),
+              ("p_timeout", "P(timeout)", _pct(1)),
+              ("exp_pnl_net", "exp. net", _pct(3)), ("exp_pnl_lb", "exp. lower bound", _pct(3)),
+              ("exp_r", "exp. R", lambda v: f"{v:+.3f}"),
+              ("bucket", "bucket", str), ("sector", "sector", str),
+              ("reason_tags", "why", lambda v: str(v).replace(";", "; "))]
