@@ -206,3 +206,19 @@ def test_dispersion_survives_a_stepwise_calibrator():
     assert got[0] == pytest.approx(np.std([0.08, 0.10, 0.12]) * 0.05 / 0.10)
     assert got[1] == pytest.approx(0.0, abs=1e-15)
     assert (calibrated_dispersion(base, np.array(["low_vol", "low_vol"]), cals) == 0).all()
+
+
+def test_dispersion_ignores_a_level_the_base_models_share_across_the_session():
+    from tasks.models.calibration import RegimeCalibrator
+    from tasks.models.payoff import calibrated_dispersion
+
+    class Same:
+        def predict(self, p):
+            return np.asarray(p)
+
+    cals = {"med_vol": RegimeCalibrator("med_vol", "platt", 1000, Same())}
+    # the forest sits 0.04 below the others on every name: no disagreement about any name
+    base = np.array([[0.06, 0.10, 0.10], [0.08, 0.12, 0.12], [0.10, 0.14, 0.14]])
+    reg, day = np.array(["med_vol"] * 3), np.array(["2024-01-02"] * 3)
+    assert calibrated_dispersion(base, reg, cals, day) == pytest.approx(np.zeros(3), abs=1e-12)
+    assert (calibrated_dispersion(base, reg, cals) > 0.01).all()   # without the session view

@@ -140,16 +140,23 @@ def shrink_slope(pred: np.ndarray, realised: np.ndarray) -> float:
     return float(np.clip(np.dot(pred, realised) / denom, 0.0, 1.0))
 
 
-def calibrated_dispersion(base: np.ndarray, regime: np.ndarray, calibrators: dict) -> np.ndarray:
+def calibrated_dispersion(base: np.ndarray, regime: np.ndarray, calibrators: dict,
+                          dates: np.ndarray | None = None) -> np.ndarray:
     """The ensemble's own disagreement on a name, on the calibrated scale: the standard deviation
     of the base models' P(win) times the calibrator's ratio cal(m) / m at their mean m.
 
-    (Mapping each base model through a stepwise isotonic calibrator would often put all of them
-    on one step and report no disagreement at all.)"""
+    With ``dates``, each base model's P(win) is first taken relative to its own session mean:
+    the models differ in level (a forest shrinks towards the base rate), and a level every name
+    shares is no uncertainty about the name (the expectancy is relative to the session too).
+    Mapping each base model through a stepwise isotonic calibrator instead would often put all
+    of them on one step and report no disagreement at all."""
     base = np.asarray(base, dtype="float64")
     if base.ndim != 2 or base.shape[1] < 2 or not calibrators:
         return np.zeros(len(base))
     mean = base.mean(axis=1)
+    if dates is not None:
+        frame = pd.DataFrame(base)
+        base = (frame - frame.groupby(np.asarray(dates)).transform("mean")).to_numpy()
     cal = apply_calibrators(mean, regime, calibrators, strict=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.clip(cal / mean, 0.0, 5.0)

@@ -44,7 +44,8 @@ def raw_scores(baseline: Baseline, frame: pd.DataFrame, settings: AppSettings) -
             "horizon": name, "p_raw": hm.ensemble.combine(base), "regime": regime,
             "label": _col(frame, f"label_{name}"), "fwd_return": _col(frame, f"fwd_return_{name}"),
             "q_raw": q_raw, "r_raw": r_raw,
-            "p_sd": calibrated_dispersion(base, regime, hm.calibrators),
+            "p_sd": calibrated_dispersion(base, regime, hm.calibrators,
+                                          frame["date"].to_numpy()),
             "rank_score": (hm.ranker.score(X) if getattr(hm, "ranker", None) is not None
                            else np.full(len(X), np.nan)),
         }))

@@ -130,7 +130,7 @@ def _predict_block(model: StackedEnsemble, head: PayoffHead, ranker: RankModel, 
     out["q_raw"], out["r_raw"] = head.raw(X)
     out["q_cal"], out["r_cal"] = head.apply(out["q_raw"].to_numpy(), out["r_raw"].to_numpy(),
                                             regime)
-    out["p_sd"] = calibrated_dispersion(base, regime, cals)
+    out["p_sd"] = calibrated_dispersion(base, regime, cals, test["date"].to_numpy())
     out["rank_score"] = ranker.score(X)
     exp = barrier_expectancy(out["p_cal"].to_numpy(), out["q_cal"].to_numpy(),
                              out["r_cal"].to_numpy(), out["atr_pct"].to_numpy(),
