@@ -222,3 +222,27 @@ def test_dispersion_ignores_a_level_the_base_models_share_across_the_session():
     reg, day = np.array(["med_vol"] * 3), np.array(["2024-01-02"] * 3)
     assert calibrated_dispersion(base, reg, cals, day) == pytest.approx(np.zeros(3), abs=1e-12)
     assert (calibrated_dispersion(base, reg, cals) > 0.01).all()   # without the session view
+
+
+def test_expectancy_weights_least_squares_and_a_part_that_does_not_help_gets_none():
+    from tasks.models.payoff import expectancy_weights
+
+    rng = np.random.default_rng(5)
+    ident, rank = rng.normal(size=4000), rng.normal(size=4000)
+    a, b = expectancy_weights(ident, rank, 0.3 * ident + 0.8 * rank)
+    assert (a, b) == (pytest.approx(0.3), pytest.approx(0.8))
+    a, b = expectancy_weights(ident, rank, 0.5 * ident - 0.4 * rank)   # the ranking misleads
+    assert b == 0.0 and a == pytest.approx(0.5, abs=0.03)
+    assert expectancy_weights(ident[:5], rank[:5], ident[:5]) == (1.0, 0.0)   # too few rows
+
+
+def test_expectancy_parts_are_relative_to_the_session():
+    from tasks.models.payoff import expectancy_parts
+
+    rows = pd.DataFrame({"p_cal": [0.3, 0.1, 0.2, 0.2], "q_cal": 0.5, "r_cal": 0.0,
+                         "atr_pct": 0.02, "rank_score": [3.0, 1.0, 2.0, 9.0],
+                         "date": ["d1", "d1", "d1", "d2"]})
+    ident, rank = expectancy_parts(rows, TP, SL)
+    assert ident[:3].sum() == pytest.approx(0.0, abs=1e-15) and ident[3] == 0.0
+    assert rank == pytest.approx([0.02 * (1 - 0.5), 0.02 * (1 / 3 - 0.5), 0.02 * (2 / 3 - 0.5),
+                                  0.02 * 0.5])

@@ -59,6 +59,9 @@ class PayoffHead:
     timeout_model: XGBRegressor | None = None
     stop_cal: dict[str, Platt] = field(default_factory=dict)
     timeout_slope: dict[str, float] = field(default_factory=dict)
+    # per regime: (weight of the barrier identity, weight of the ranking score), both relative
+    # to the session, fit on earlier out-of-sample rows (:func:`expectancy_weights`)
+    exp_weights: dict[str, tuple[float, float]] = field(default_factory=dict)
     n_fit: dict[str, int] = field(default_factory=dict)
 
     def fit(self, X: np.ndarray, outcome: np.ndarray, rel: np.ndarray, cfg: ModelSettings,
@@ -109,6 +112,27 @@ class PayoffHead:
                 self.timeout_slope[name] = shrink_slope(r[to], np.clip(rel[to], -5.0, 5.0))
         return self
 
+    def fit_expectancy_weights(self, prior: pd.DataFrame, tp_atr: float, stop_atr: float
+                               ) -> PayoffHead:
+        """Per regime, how much of the realised P&L relative to the session the barrier identity
+        and the ranking score explained on earlier out-of-sample rows (columns p_cal, q_cal,
+        r_cal, atr_pct, rank_score, realised_pnl, date, vol_regime)."""
+        self.exp_weights = {}
+        need = {"p_cal", "q_cal", "r_cal", "atr_pct", "rank_score", "realised_pnl", "date"}
+        if prior.empty or not need <= set(prior.columns):
+            return self
+        rows = prior.loc[prior[list(need)].notna().all(axis=1)]
+        if rows.empty:
+            return self
+        ident, rank = expectancy_parts(rows, tp_atr, stop_atr)
+        real = relative_to_dates(rows["realised_pnl"].to_numpy(dtype="float64"), rows["date"])
+        regime = rows["vol_regime"].astype("object").to_numpy()
+        for name in VOL_REGIMES:
+            m = regime == name
+            if m.sum() >= MIN_ROWS * 5:
+                self.exp_weights[name] = expectancy_weights(ident[m], rank[m], real[m])
+        return self
+
     def predict(self, X: np.ndarray, regime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated q(x) and r(x) per row's regime (slope 0 where a regime has no map)."""
         q_raw, r_raw = self.raw(X)
@@ -127,9 +151,58 @@ class PayoffHead:
             r[rows] = slope * r_raw[rows]
         return q, r
 
+    def weights_of(self, regime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the expectancy weights of its regime; (1, 0) where none was fit (the barrier
+        identity alone)."""
+        regime = pd.Series(regime).astype("object").to_numpy()
+        a, b = np.ones(len(regime)), np.zeros(len(regime))
+        for name, (wa, wb) in getattr(self, "exp_weights", {}).items():
+            a[regime == name], b[regime == name] = wa, wb
+        return a, b
+
     def summary(self) -> dict:
         return {"n_fit": self.n_fit, "stop_calibrated": sorted(self.stop_cal),
+                "expectancy_weights": {k: [round(v, 4) for v in w]
+                                       for k, w in sorted(getattr(self, "exp_weights", {}).items())},
                 "timeout_slope": {k: round(v, 4) for k, v in sorted(self.timeout_slope.items())}}
+
+
+def relative_to_dates(values: np.ndarray, dates) -> np.ndarray:
+    v = np.asarray(values, dtype="float64")
+    return v - pd.Series(v).groupby(np.asarray(dates)).transform("mean").to_numpy()
+
+
+def expectancy_parts(rows: pd.DataFrame, tp_atr: float, stop_atr: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The two inputs of the plan's expectancy, both relative to the session, as fractions of
+    entry: the barrier identity minus its session mean, and ATR% x (the session percentile of
+    the ranking score - 0.5)."""
+    p = rows["p_cal"].to_numpy(dtype="float64")
+    q = rows["q_cal"].to_numpy(dtype="float64")
+    r = rows["r_cal"].to_numpy(dtype="float64")
+    atr = rows["atr_pct"].to_numpy(dtype="float64")
+    barrier = atr * (p * tp_atr - (1 - p) * q * stop_atr + (1 - p) * (1 - q) * r)
+    dates = rows["date"].to_numpy()
+    pct = pd.Series(rows["rank_score"].to_numpy(dtype="float64")).groupby(dates).rank(pct=True)
+    return relative_to_dates(barrier, dates), atr * (pct.to_numpy() - 0.5)
+
+
+def expectancy_weights(ident: np.ndarray, rank: np.ndarray, realised: np.ndarray
+                       ) -> tuple[float, float]:
+    """Least squares, no intercept, of the realised relative P&L on the two parts; a negative
+    weight is set to 0 and the other part refit alone (a part that did not help gets none)."""
+    X = np.column_stack([ident, rank])
+    ok = np.isfinite(X).all(axis=1) & np.isfinite(realised)
+    X, y = X[ok], realised[ok]
+    if len(y) < 10:
+        return 1.0, 0.0
+    w, *_ = np.linalg.lstsq(X, y, rcond=None)
+    if w[0] >= 0 and w[1] >= 0:
+        return float(w[0]), float(w[1])
+    keep = 0 if w[0] >= w[1] else 1
+    alone = float(np.dot(X[:, keep], y) / max(np.dot(X[:, keep], X[:, keep]), 1e-300))
+    alone = max(0.0, alone)
+    return (alone, 0.0) if keep == 0 else (0.0, alone)
 
 
 def shrink_slope(pred: np.ndarray, realised: np.ndarray) -> float:

@@ -21,10 +21,15 @@ from tasks.features.labels import barrier_pnl, build_labels
 from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_regime_cuts
 from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
 from tasks.models.ensemble import StackedEnsemble
-from tasks.models.payoff import PayoffHead, calibrated_dispersion, relative_timeout_target
+from tasks.models.payoff import (
+    PayoffHead,
+    calibrated_dispersion,
+    expectancy_parts,
+    relative_timeout_target,
+)
 from tasks.models.ranker import RankModel
 from tasks.models.walkforward import Fold, make_folds, purged_train_mask
-from tasks.plan.expectancy import barrier_expectancy, relative_to_session
+from tasks.plan.expectancy import barrier_expectancy
 from tasks.settings import AppSettings
 
 Progress = Callable[[str], None]
@@ -96,6 +101,7 @@ def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Times
 def _fit_stack_and_calibrate(model: StackedEnsemble, head: PayoffHead, prior: pd.DataFrame,
                              settings: AppSettings) -> dict[str, RegimeCalibrator]:
     head.calibrate(prior)
+    head.fit_expectancy_weights(prior, settings.labels.take_profit_atr, settings.labels.stop_atr)
     if prior.empty or prior["label"].nunique() < 2:
         return {}
     cols = [f"p_{n}" for n in model.base_names]
@@ -136,7 +142,9 @@ def _predict_block(model: StackedEnsemble, head: PayoffHead, ranker: RankModel, 
                              out["r_cal"].to_numpy(), out["atr_pct"].to_numpy(),
                              lab.take_profit_atr, lab.stop_atr)
     out["exp_pnl_barrier"] = exp["exp_pnl"]
-    out["exp_pnl"] = relative_to_session(exp["exp_pnl"], out["date"].to_numpy())
+    ident, rank = expectancy_parts(out, lab.take_profit_atr, lab.stop_atr)
+    a, b = head.weights_of(regime)
+    out["exp_pnl"] = a * ident + b * np.nan_to_num(rank)
     return out
 
 

@@ -178,9 +178,15 @@ def _expectancy(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> 
     df["prob_win_cal"] = p
     df["p_stop"], df["p_timeout"] = parts["p_stop"], parts["p_timeout"]
     df["exp_pnl_barrier"] = parts["exp_pnl"]
-    df["exp_pnl"] = relative_to_session(parts["exp_pnl"])
+    # relative to the session: the barrier identity and the ranking score, weighted as they
+    # explained realised P&L out of sample (tasks/models/payoff.py; identity alone by default)
+    a = np.nan_to_num(_column(df, f"exp_a_{h}"), nan=1.0)
+    b = np.nan_to_num(_column(df, f"exp_b_{h}"), nan=0.0)
+    rank = pd.Series(_column(df, f"rank_score_{h}")).rank(pct=True).to_numpy()
+    rank_term = np.nan_to_num(atr_pct * (rank - 0.5))
+    df["exp_pnl"] = a * relative_to_session(parts["exp_pnl"]) + b * rank_term
     df["exp_pnl_net"] = df["exp_pnl"] - 2 * (guard.fee_pct + slip)
-    se = expectancy_se(_column(df, f"p_sd_{h}"), q, r, atr_pct, tp, sl)
+    se = a * expectancy_se(_column(df, f"p_sd_{h}"), q, r, atr_pct, tp, sl)
     df["exp_pnl_lb"] = df["exp_pnl_net"] - settings.fusion.expectancy_z * se
     with np.errstate(divide="ignore", invalid="ignore"):
         df["exp_r"] = df["exp_pnl_net"] / (sl * atr_pct)

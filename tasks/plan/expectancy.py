@@ -11,9 +11,14 @@ per symbol (``tasks/models/payoff.py``), each calibrated per volatility regime o
 so that ``P(stop) = (1 - p) q`` and ``P(timeout) = (1 - p)(1 - q)``, and, as a fraction of entry::
 
     barrier     = atr_pct * (p * b - P(stop) * a + P(timeout) * r)
-    exp_pnl     = barrier - mean(barrier over the session's scored names)
+    exp_pnl     = w_id * (barrier - mean(barrier over the session's scored names))
+                + w_rank * atr_pct * (session percentile of the ranking score - 0.5)
     exp_pnl_net = exp_pnl - 2 * (fee_pct + slippage)       (fees and slippage both ways)
     exp_r       = exp_pnl_net / (a * atr_pct)               (expected R-multiple; 1R = the stop)
+
+``w_id`` and ``w_rank`` (per regime, >= 0) are how much each part explained realised P&L
+relative to the session on earlier out-of-sample rows (``tasks/models/payoff.py``); a part
+that did not help gets 0; a baseline without them uses the identity alone (1, 0).
 
 The expectancy is **relative to the session's average name**: the model makes no forecast of
 the market's direction, so the level that every name shares (the drift of the training span,
@@ -25,7 +30,7 @@ The uncertainty of the estimate is the ensemble's own disagreement: ``p_sd`` = t
 deviation of the base models' calibrated P(win), carried through
 the identity (delta method, d exp_pnl / dp = atr_pct * (b + q a - (1 - q) r))::
 
-    exp_pnl_lb  = exp_pnl_net - z * atr_pct * |b + q a - (1 - q) r| * p_sd
+    exp_pnl_lb  = exp_pnl_net - z * w_id * atr_pct * |b + q a - (1 - q) r| * p_sd
 
 A BUY needs ``exp_pnl_lb > 0`` (``fusion.expectancy_z``, default 1). ``etth_days`` (expected
 time to hit, in sessions) is the ATR-based proxy of a driftless random walk leaving the band
