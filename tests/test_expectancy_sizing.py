@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.features.labels import barrier_pnl
+from tasks.models.barrier import barrier_expectancy
 from tasks.models.payoff import shrink_slope
 from tasks.plan.expectancy import (
-    barrier_expectancy,
     expectancy_se,
     second_moment,
     slippage_estimate,

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.models.barrier import psi
 from tasks.models.metrics import ece_equal_mass
 from tasks.models.skill import health_entry, health_warning
-from tasks.plan.expectancy import psi
 from tasks.trading_settings import HealthSettings
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 from xgboost import XGBClassifier, XGBRegressor
 
 from tasks.features.regimes import VOL_REGIMES
+from tasks.models.barrier import barrier_expectancy, relative_to_session
 from tasks.models.calibration import Platt, apply_calibrators
 from tasks.settings import ModelSettings
 
@@ -125,7 +126,7 @@ class PayoffHead:
         if rows.empty:
             return self
         ident, rank = expectancy_parts(rows, tp_atr, stop_atr)
-        real = relative_to_dates(rows["realised_pnl"].to_numpy(dtype="float64"), rows["date"])
+        real = relative_to_session(rows["realised_pnl"].to_numpy(dtype="float64"), rows["date"])
         regime = rows["vol_regime"].astype("object").to_numpy()
         for name in VOL_REGIMES:
             m = regime == name
@@ -167,24 +168,17 @@ class PayoffHead:
                 "timeout_slope": {k: round(v, 4) for k, v in sorted(self.timeout_slope.items())}}
 
 
-def relative_to_dates(values: np.ndarray, dates) -> np.ndarray:
-    v = np.asarray(values, dtype="float64")
-    return v - pd.Series(v).groupby(np.asarray(dates)).transform("mean").to_numpy()
-
-
 def expectancy_parts(rows: pd.DataFrame, tp_atr: float, stop_atr: float
                      ) -> tuple[np.ndarray, np.ndarray]:
     """The two inputs of the plan's expectancy, both relative to the session, as fractions of
     entry: the barrier identity minus its session mean, and ATR% x (the session percentile of
     the ranking score - 0.5)."""
-    p = rows["p_cal"].to_numpy(dtype="float64")
-    q = rows["q_cal"].to_numpy(dtype="float64")
-    r = rows["r_cal"].to_numpy(dtype="float64")
     atr = rows["atr_pct"].to_numpy(dtype="float64")
-    barrier = atr * (p * tp_atr - (1 - p) * q * stop_atr + (1 - p) * (1 - q) * r)
+    barrier = barrier_expectancy(rows["p_cal"], rows["q_cal"], rows["r_cal"], atr, tp_atr,
+                                 stop_atr)["exp_pnl"]
     dates = rows["date"].to_numpy()
     pct = pd.Series(rows["rank_score"].to_numpy(dtype="float64")).groupby(dates).rank(pct=True)
-    return relative_to_dates(barrier, dates), atr * (pct.to_numpy() - 0.5)
+    return relative_to_session(barrier, dates), atr * (pct.to_numpy() - 0.5)
 
 
 def expectancy_weights(ident: np.ndarray, rank: np.ndarray, realised: np.ndarray

@@ -15,6 +15,7 @@ from tasks.features.build import feature_columns, feature_schema_hash
 from tasks.features.labels import __doc__ as LABEL_DOC
 from tasks.features.regimes import fit_vol_regime_cuts
 from tasks.io import atomic_write, atomic_write_parquet
+from tasks.models.barrier import feature_reference, payoff_stats
 from tasks.models.expectancy_report import expectancy_summary, reliability_table
 from tasks.models.metrics import metrics_table
 from tasks.models.registry import promote, read_registry, save_baseline
@@ -23,7 +24,6 @@ from tasks.models.skill import SKILLED, headline, skill_record
 from tasks.models.train import HorizonModel, fit_final, training_frame, walk_forward
 from tasks.models.walkforward import make_folds
 from tasks.paths import Paths
-from tasks.plan.expectancy import feature_reference, payoff_stats
 from tasks.progress import StepCallback, Steps
 from tasks.settings import AppSettings
 

@@ -19,6 +19,7 @@ import pandas as pd
 from tasks.features.build import build_features, feature_columns
 from tasks.features.labels import barrier_pnl, build_labels
 from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_regime_cuts
+from tasks.models.barrier import barrier_expectancy
 from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
 from tasks.models.ensemble import StackedEnsemble
 from tasks.models.payoff import (
@@ -29,7 +30,6 @@ from tasks.models.payoff import (
 )
 from tasks.models.ranker import RankModel
 from tasks.models.walkforward import Fold, make_folds, purged_train_mask
-from tasks.plan.expectancy import barrier_expectancy
 from tasks.settings import AppSettings
 
 Progress = Callable[[str], None]

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tasks.models.barrier import barrier_expectancy, relative_to_session
 from tasks.plan.expectancy import (
-    barrier_expectancy,
     etth_days,
     expectancy_se,
     lookup,
-    relative_to_session,
     second_moment,
     slippage_estimate,
 )
