@@ -294,11 +294,14 @@ def test_unrecorded_split_drops_earlier_rows_keeps_later():
     assert res.bars.loc[res.bars["symbol"] == "AAA", "date"].min() == day
 
 
-def test_halving_without_split_like_volume_is_kept():
+def test_halving_without_split_like_volume_is_kept_and_flagged_for_review():
     clean = clean_bars()
     raw = scale_from(clean, "AAA", 25, price=0.5, volume=1.0)
     res = validate_bars(raw, CFG)
-    assert res.findings.empty
+    # share volume did not double: not split-like, but no spike either, so it cannot be called
+    assert list(zip(res.findings["rule"], res.findings["action"], res.findings["date"],
+                    strict=True)) == [("suspect_jump", "review", iso(raw["date"].iloc[25]))]
+    assert "not ~2x" in res.findings["detail"].iloc[0]
     assert_kept_unchanged(res.bars, raw, set())
 
 
@@ -321,13 +324,17 @@ def test_crash_day_is_real_data_not_a_split(factor):
     crash = label(raw, "CCC", 20)
     raw.loc[crash, "volume"] = 3 * raw.loc[crash, "volume"]
     res = validate_bars(raw, CFG)
-    assert res.findings.empty
     assert_kept_unchanged(res.bars, raw, set())
     ccc = res.bars.loc[res.bars["symbol"] == "CCC"].reset_index(drop=True)
     move = ccc.at[20, "close"] / ccc.at[19, "close"]
     assert move == pytest.approx(factor, rel=0.02)
-    if factor < 0.6:  # big enough to be examined as a split, and still kept
+    if factor < 0.6:  # big enough to be examined as a split: kept, and reported as a move
         assert abs(np.log(move)) > CFG.split_min_jump
+        assert list(zip(res.findings["rule"], res.findings["action"], strict=True)) == [
+            ("market_move", "warning")]
+        assert res.findings["date"].iloc[0] == iso(ccc.at[20, "date"])
+    else:
+        assert res.findings.empty
 
 
 def test_recorded_seven_for_one_split_passes_and_adjusts_continuously():

@@ -72,12 +72,12 @@ class ConstituentFrame(pa.DataFrameModel):
 
 
 class QualityFrame(pa.DataFrameModel):
-    """One row per rejected row, symbol or file, or per warning."""
+    """One row per rejected row, symbol or file, or per warning or jump flagged for review."""
 
     symbol: Series[str] = pa.Field(nullable=True)
     date: Series[str] = pa.Field(nullable=True)
     rule: Series[str]
     action: Series[str] = pa.Field(
-        isin=["row_dropped", "rows_dropped", "symbol_dropped", "file_rejected", "warning"]
+        isin=["row_dropped", "rows_dropped", "symbol_dropped", "file_rejected", "warning", "review"]
     )
     detail: Series[str]
