@@ -48,45 +48,62 @@ class Source(StrEnum):
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn known errors into one clear line and exit code 2 instead of a traceback."""
+    """Turn known errors into one clear line and exit code 2 instead of a traceback (never
+    wrapped at the console width: a log or a pipe gets the line whole)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from tasks.data.ingest import NothingUsable
-
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):  # click's Exit is a RuntimeError: let it through as is
             raise
-        except NothingUsable as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
         except (ConfigError, StoreError, SourceError, ValueError, FileNotFoundError,
                 RuntimeError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+            # an import that kept nothing exits 1; its module is only loaded by an import (and
+            # costs a quarter of a second, which the fast refusals before a flow do not pay)
+            ingest = sys.modules.get("tasks.data.ingest")
+            code = 1 if ingest is not None and isinstance(exc, ingest.NothingUsable) else 2
+            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(code) from exc
 
     return wrapper
 
 
 @contextmanager
-def step_bar(what: str) -> Iterator[Callable[[str, int, int | None], None]]:
-    """A progress bar with ETA for work reported as (message, done, total) steps."""
+def step_bar(what: str, unit: str = "steps") -> Iterator[Callable[[str, int, int | None], None]]:
+    """Progress of work reported as (message, done, total) steps, on stderr: on a terminal a
+    bar with elapsed time and ETA, otherwise (a log file, a pipe) plain lines
+    (:class:`tasks.progress.LineProgress`). The ETA is :class:`tasks.progress.Eta`: the mean
+    time of the completed steps times the steps left (rich's own estimate only looks at the
+    last 30 s and stays blank when a step takes longer)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
+    from rich.text import Text
 
+    from tasks.progress import Eta, LineProgress, clock_text
+
+    if not console.is_terminal:
+        yield LineProgress(what, console.file, unit)
+        return
+
+    class EtaColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            eta = task.fields.get("eta")
+            return Text(clock_text(eta.remaining() if eta else None), style="progress.remaining")
+
+    eta = Eta()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  console=console) as bar:
-        task = bar.add_task(what, total=None)
+                  TimeElapsedColumn(), TextColumn("ETA"), EtaColumn(), console=console) as bar:
+        task = bar.add_task(what, total=None, eta=eta)
 
         def update(msg: str, done: int, total: int | None) -> None:
+            eta.update(done, total)
             bar.update(task, description=f"{what}: {msg}", completed=done, total=total)
 
         yield update
@@ -188,10 +205,15 @@ def features_cmd(
 
 
 def _daily(date: str, force: bool) -> None:
-    from flows.daily import daily
+    from flows import preflight
+
+    settings, paths = load_settings(), Paths.from_env()
+    day = preflight.daily_session(date, paths, settings)
+    preflight.active_model(paths)
+    from flows.daily import daily  # Prefect: only once the session and the model are known good
     from tasks.health.checks import empty_book_line
 
-    res = daily(as_of=date, force=force)
+    res = daily(as_of=day.date().isoformat(), force=force)
     state = "unchanged (same inputs; nothing recomputed)" if res.cached else res.status
     out.print(f"session {res.as_of}: {state}; {res.n_orders} orders")
     for name in ("plan", "audit", "signals", "health", "report", "latest_plan"):
@@ -227,9 +249,12 @@ def run_nightly(
 ) -> None:
     """Realised outcomes of earlier plans (reports/nightly/<D>.json) and the session's
     post-mortem (reports/postmortems/<D>.md and .html)."""
-    from flows.nightly import nightly
+    from flows import preflight
 
-    path = nightly(date=date)
+    day = preflight.nightly_session(date, Paths.from_env(), load_settings())
+    from flows.nightly import nightly  # Prefect: only once the session is known good
+
+    path = nightly(date=day.date().isoformat())
     summary = json.loads(Path(path).read_text())
     hit = summary.get("hit_rate")
     out.print(f"nightly {summary['date']}: {summary['orders']} realised orders"
@@ -249,17 +274,19 @@ def replay_cmd(
                                                      "writes an equity curve.")] = False,
 ) -> None:
     """Replay the daily decision point in time for every session in [START, END]."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from flows import preflight
 
-    import flows.replay as rp
+    paths = Paths.from_env()
+    first, _ = preflight.replay_span(start, end, paths, load_settings())
+    preflight.replay_model(paths, first)
+    import flows.replay as rp  # Prefect: only once the span and the model are known good
     from flows.replay import replay
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("replay: features and scores for the span", total=None)
+    with step_bar("replay", unit="sessions") as update:
+        update("features and scores for the span", 0, None)
 
         def progress(i: int, n: int, msg: str) -> None:
-            bar.update(task, total=n, completed=i, description=f"replay {msg}")
+            update(msg, i, n)
 
         rp.progress_hook = progress
         try:
@@ -358,7 +385,7 @@ def _train(start: str | None, train_end: str | None, baseline: str | None):
     from tasks.models.skill import SKILLED, headline
 
     settings, paths = load_settings(), Paths.from_env()
-    with step_bar("training") as progress:
+    with step_bar("train") as progress:
         res = run_training(paths, settings, _now(), start, train_end, baseline, progress=progress)
     cols = ["horizon", "n", "auc", "brier_skill", "ece", "ic_mean", "ic_t_nw", "icir",
             "lift_at_10"]

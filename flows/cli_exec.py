@@ -47,16 +47,29 @@ def run_intraday(
                                                   "from the day's OHLC.")] = None,
     mode: Annotated[Mode | None, typer.Option(help="demo (paper) or live (every gate must "
                                                    "hold); default execution.mode.")] = None,
+    without_plan: Annotated[bool, typer.Option("--without-plan",
+                                               help="Run although the session before wrote no "
+                                                    "plan: no new entries, open positions are "
+                                                    "still managed.")] = False,
 ) -> None:
-    """Paper-execute one session (a Prefect flow run); live exits 2 listing the failed gates."""
-    from flows.intraday import intraday
-    from tasks.execution.gates import require_live
+    """Paper-execute one session (a Prefect flow run); live exits 2 listing the failed gates;
+    a session whose plan (the daily run of the session before) is missing exits 2."""
+    from flows import preflight
 
     settings, paths = load_settings(), Paths.from_env()
     chosen = mode.value if mode else settings.execution.mode
+    simulated = not (bars or settings.execution.bars_path)
+    day = preflight.intraday_session(date, paths, settings, simulated)
+    session = day.date().isoformat()
     if chosen == "live":
-        require_live(paths, settings, date)  # before a Prefect server is started
-    res = intraday(session=date, bars=bars, mode=chosen)
+        from tasks.execution.gates import require_live
+
+        require_live(paths, settings, session)
+    if not without_plan:
+        preflight.plan_to_execute(paths, settings, day)
+    from flows.intraday import intraday  # Prefect: only once every check above holds
+
+    res = intraday(session=session, bars=bars, mode=chosen)
     s = res.summary
     state = "unchanged (already executed with these inputs)" if res.cached else "done"
     out.print(f"session {res.session} ({res.mode}): {state}; day P&L {s['day_pnl']:,.2f} "
@@ -95,8 +108,8 @@ def tradelog_verify(
 
 def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    replay: Annotated[Path | None, typer.Option(help="A replay's state (reports/replay/<S>_<E>).")
-                      ] = None,
+    replay: Annotated[Path | None, typer.Option(help="A replay's state (reports/replay/<S>_<E>; "
+                                                     "relative to $HCP_HOME).")] = None,
 ) -> None:
     """Mode, book, day P&L, kill switch, quarantine, live gates, LLM budget, policy and alerts."""
     from flows.cli_operator import paths_for, print_status

@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tasks.alerts import read_alerts
+from tasks.operator.dashboard import money, pct, signed
 from tasks.operator.notify import dispatch_pending
-from tasks.paths import Paths, SandboxPaths
+from tasks.paths import Paths, SandboxPaths, resolve_user_path
 from tasks.settings import load_settings
 
 alerts_app = typer.Typer(help="Operator alerts and notifications.", invoke_without_command=True)
@@ -54,9 +55,12 @@ def paths_for(replay: Path | None) -> Paths:
     home = Paths.from_env()
     if replay is None:
         return home
-    root = replay / "sandbox"
+    root = resolve_user_path(replay, home.home) / "sandbox"
     if not (root / "data" / "state").is_dir():
-        raise typer.BadParameter(f"{replay} holds no replay state (run `hcp replay ... --with-intraday`)")
+        console.print(f"[red]error:[/red] {escape(str(replay))} holds no replay state under "
+                      f"{escape(str(home.home))} (run `hcp replay --start S --end E --with-intraday`)",
+                      soft_wrap=True)
+        raise typer.Exit(2)
     return SandboxPaths(home.home, root)
 
 
@@ -70,34 +74,63 @@ def serve_cmd(
     """Serve the status API (/api/*, OpenAPI at /docs) and the dashboard (/) over $HCP_HOME."""
     import uvicorn
 
-    from tasks.operator.api import create_app
+    from tasks.operator.api import create_app, token_warning
 
     settings = load_settings()
+    paths = paths_for(replay)
     cfg = settings.operator.serve
     host, port = host or cfg.host, port or cfg.port
+    no_token = token_warning(settings)
+    if no_token:
+        console.print(f"[yellow]warning:[/yellow] {escape(no_token)}", soft_wrap=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         console.print(f"[yellow]warning:[/yellow] binding to {host}: the API is reachable beyond "
                       "this machine; the POST endpoints still need the operator token")
     out.print(f"operator API on http://{host}:{port}/ (OpenAPI: /docs, /openapi.json)")
-    uvicorn.run(create_app(paths_for(replay), settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(paths, settings), host=host, port=port, log_level="warning")
 
 
-def _pct(v: Any, digits: int = 1) -> str:
-    return "n/a" if v is None or not isinstance(v, int | float) else f"{v:.{digits}%}"
+def session_line(s: dict[str, Any]) -> str:
+    """Which session the picture shows, and a later plan kept apart from it."""
+    view, day = s.get("view") or {}, s.get("session")
+    if not day:
+        line = "session: none yet (nothing executed or planned)"
+    elif view.get("source") == "book":
+        line = (f"session {day} (the book's): plan, health, vol regime, weights and empty book "
+                f"of {day}")
+    else:
+        line = f"session {day} (no session executed yet: the latest planned session)"
+    if day and not s.get("health_found"):
+        line += f"; no health JSON for {day}"
+    if view.get("next_plan"):
+        n = view.get("next_plan_orders")
+        line += f"; next plan: {view['next_plan']} (planned, not executed"
+        line += f", {n} order{'' if n == 1 else 's'}" if n is not None else ""
+        if view.get("later_plans", 0) > 1:
+            line += f"; latest plan {view['latest_plan']}, {view['later_plans']} after {day}"
+        line += ")"
+    return line
 
 
 def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
-    """The dashboard's picture as rich tables."""
+    """The dashboard's picture as rich tables, all of one session (the book's)."""
     risk, budget, learn = s["risk"], s["budget"], s["learning"]
     ks = ex["kill_switch"]
+    out.print(f"[bold]{escape(session_line(s))}[/bold]")
     top = Table(title="hybrid control plane", show_header=True)
     for col in ("mode", "net liquidity", "day P&L", "DD%", "vol regime", "LLM calls", "policy"):
         top.add_column(col)
     mode = ex["mode"] + (" (forced by operator)" if risk["mode"]["forced_demo"] else "")
-    top.add_row(mode, f"{ex['net_liquidity']:,.2f}", _pct(ex.get("day_pnl_pct"), 2),
-                _pct(risk["drawdown"], 2), str(risk["vol_regime"] or "n/a"),
-                f"{budget['used']}/{budget['limit']}", learn["policy_version"])
+    vol = str(risk["vol_regime"] or "n/a")
+    if risk.get("vol_z") is not None:
+        vol += f" (z {signed(risk['vol_z'])})"
+    top.add_row(mode, money(ex["net_liquidity"]), pct(ex.get("day_pnl_pct")),
+                pct(risk["drawdown"]), vol, f"{budget['used']}/{budget['limit']}",
+                learn["policy_version"])
     out.print(top)
+    applied = learn.get("weights_used")
+    out.print(f"blend weights used ({s.get('session') or 'n/a'}): "
+              + escape(applied["text"] if applied else "n/a (not recorded for this session)"))
     eb = s.get("empty_book")
     if eb:
         out.print(f"[bold red]session {eb['session']}: {escape(eb['line'])}[/bold red]")
@@ -108,7 +141,7 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
     for col in ("bucket", "used", "cap"):
         buckets.add_column(col)
     for name, cap in risk["caps"]["bucket_caps"].items():
-        buckets.add_row(name, _pct(risk["exposure"]["by_bucket"].get(name, 0.0), 2), _pct(cap))
+        buckets.add_row(name, pct(risk["exposure"]["by_bucket"].get(name, 0.0)), pct(cap))
     out.print(buckets)
     pos = Table(title=f"positions ({len(ex['positions'])})")
     for col in ("symbol", "qty", "price", "stop", "take_profit", "bucket", "cap used"):
@@ -118,13 +151,14 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
         pos.add_row(p["symbol"], str(p["qty"]), f"{p['price']:.2f}",
                     "" if p["stop"] is None else f"{p['stop']:.2f}",
                     "" if p["take_profit"] is None else f"{p['take_profit']:.2f}", p["bucket"],
-                    _pct(used.get(p["symbol"]), 0))
+                    pct(used.get(p["symbol"]), 0))
     out.print(pos)
     out.print(f"feature toggles off: {', '.join(learn['disabled_features']) or 'none'}; reward mix "
               + ", ".join(f"{k} {v:.2f}" for k, v in learn["reward_coefficients"].items()))
-    alerts = Table(title="recent alerts")
-    for col in ("session", "level", "text"):
+    alerts = Table(title="recent alerts (newest first)")
+    for col in ("at", "session", "level", "text"):
         alerts.add_column(col)
     for a in s["alerts"][:8]:
-        alerts.add_row(a["session"], a["level"], a["text"])
+        alerts.add_row(escape(str(a.get("at", ""))), escape(str(a.get("session", ""))),
+                       str(a.get("level", "")), escape(str(a.get("text", ""))))
     out.print(alerts)

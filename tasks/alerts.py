@@ -36,7 +36,8 @@ TEXTS: dict[str, str] = {
     "quarantine_active": "Demo quarantine active—{days_left} days remaining",
     "quarantine_cleared": "Demo quarantine cleared by {by}: {reason}",
     "data_stall": "Data feed interrupted—holding positions",
-    "reasoner_offline": "Local reasoner offline—using RL-only mode",
+    "reasoner_offline": "Local reasoner offline—template texts, feature toggles frozen; "
+                        "the plan stays the deterministic fusion (RL hint only where one exists)",
     "rl_missing": "RL models unavailable—reduced position sizing",
     "health_error": "Daily health ERROR: {errors}",
     "empty_book": "{message}",

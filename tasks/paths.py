@@ -88,3 +88,16 @@ class SandboxPaths(Paths):
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+
+def resolve_user_path(path: Path, home: Path) -> Path:
+    """A path given on the command line: an absolute one as is; a relative one against
+    ``home`` (``$HCP_HOME``), else against the current folder where only that one exists
+    (so ``--replay reports/replay/<S>_<E>`` works from any folder)."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    under_home = home / path
+    if not under_home.exists() and path.exists():
+        return path.resolve()
+    return under_home

@@ -8,9 +8,11 @@ names the key, the value and the allowed range.
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
@@ -35,6 +37,21 @@ from tasks.trading_settings import (
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "app.yaml"
+ENV_PREFIX = "HCP_"
+#: Variables read by name, besides the settings paths ``HCP_<SECTION>__<FIELD>[__...]`` and the
+#: variables named by the settings' ``*_env`` fields (e.g. ``operator.serve.token_env``).
+NAMED_ENV = (
+    "HCP_HOME",                # root of every output (tasks/paths.py)
+    "HCP_CONFIG",              # the YAML file in force (config_path below)
+    "HCP_REMOTE_BASE_URL",     # remote LLM endpoint (tasks/escalation/settings.py)
+    "HCP_REMOTE_MODEL",        # remote LLM model name
+    "HCP_LOCAL_BACKEND",       # first local reasoner backend
+    "HCP_LOCAL_GGUF",          # GGUF file of the in-process llama.cpp backend
+    "HCP_OPERATOR_TOKEN",      # default of operator.serve.token_env
+    "HCP_NOTIFY_WEBHOOK_URL",  # default of operator.notify.webhook_url_env
+    "HCP_FAULT_INJECT",        # tests: crash at a named point (tasks/execution/engine.py)
+    "HCP_PROJECT_DIR",         # prefect.yaml: where a deployment pulls the project from
+)
 
 
 class ConfigError(ValueError):
@@ -326,10 +343,114 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _model_of(ann: Any) -> type[BaseModel] | None:
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _branches(ann: Any) -> list[Any]:
+    """The non-None members of a union annotation (or the annotation itself)."""
+    if get_origin(ann) in (Union, types.UnionType):
+        return [a for a in get_args(ann) if a is not type(None)]
+    return [ann]
+
+
+def _dict_keys(ann: Any) -> tuple[list[str] | None, Any] | None:
+    """For ``dict[K, V]``: (K's literal values, or None for any key; V); else None."""
+    if get_origin(ann) is not dict:
+        return None
+    key, value = (get_args(ann) + (Any, Any))[:2]
+    keys = [str(k) for k in get_args(key)] if get_origin(key) is Literal else None
+    return keys, value
+
+
+def _resolves(parts: list[str], ann: Any) -> bool:
+    """Whether the lower-case path ``parts`` names a field at or below annotation ``ann``."""
+    if not parts:
+        return True
+    for branch in _branches(ann):
+        model = _model_of(branch)
+        if model is not None:
+            fields = {name.lower(): info for name, info in model.model_fields.items()}
+            if parts[0] in fields and _resolves(parts[1:], fields[parts[0]].annotation):
+                return True
+            continue
+        kv = _dict_keys(branch)
+        if kv is not None:
+            keys, value = kv
+            if (keys is None or parts[0] in [k.lower() for k in keys]) \
+                    and _resolves(parts[1:], value):
+                return True
+    return False
+
+
+def _env_paths(ann: Any, prefix: str) -> list[str]:
+    """Every settings path variable at or below ``ann`` (for suggestions)."""
+    out: list[str] = []
+    for branch in _branches(ann):
+        model = _model_of(branch)
+        kv = _dict_keys(branch)
+        if model is not None:
+            children = [(name, info.annotation) for name, info in model.model_fields.items()]
+        elif kv is not None and kv[0] is not None:
+            children = [(key, kv[1]) for key in kv[0]]
+        else:
+            continue
+        for name, child in children:
+            path = f"{prefix}{'__' if prefix != ENV_PREFIX else ''}{name.upper()}"
+            out += [path, *_env_paths(child, path)]
+    return out
+
+
+def _named_by_settings(model: type[BaseModel], data: Any, prefix: str) -> set[str]:
+    """Variables named by ``*_env`` fields: their defaults, the YAML's values and the values of
+    their own overrides in the environment."""
+    names: set[str] = set()
+    data = data if isinstance(data, dict) else {}
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{'__' if prefix != ENV_PREFIX else ''}{name.upper()}"
+        sub = _model_of(info.annotation)
+        if sub is not None:
+            names |= _named_by_settings(sub, data.get(name), path)
+        elif name.endswith("_env"):
+            for value in (info.default, data.get(name), os.environ.get(path)):
+                if isinstance(value, str) and value:
+                    names.add(value)
+    return names
+
+
+def unknown_env(environ: dict[str, str] | None = None, data: dict[str, Any] | None = None
+                ) -> list[str]:
+    """``HCP_*`` variables that are neither a settings path nor a variable the project reads."""
+    environ = os.environ if environ is None else environ
+    named = set(NAMED_ENV) | _named_by_settings(AppSettings, data or {}, ENV_PREFIX)
+    return sorted(name for name in environ
+                  if name.startswith(ENV_PREFIX) and name not in named
+                  and not _resolves(name[len(ENV_PREFIX):].lower().split("__"), AppSettings))
+
+
+def check_env(environ: dict[str, str] | None = None, data: dict[str, Any] | None = None) -> None:
+    """Refuse misspelt ``HCP_*`` variables (they would be ignored silently): one line naming
+    each and the closest valid name."""
+    bad = unknown_env(environ, data)
+    if not bad:
+        return
+    valid = sorted(set(NAMED_ENV) | set(_env_paths(AppSettings, ENV_PREFIX))
+                   | _named_by_settings(AppSettings, data or {}, ENV_PREFIX))
+    parts = []
+    for name in bad:
+        close = difflib.get_close_matches(name.upper(), valid, n=1)
+        parts.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    noun = "variable" if len(bad) == 1 else "variables"
+    raise ConfigError(f"unknown environment {noun} {', '.join(parts)}: unset it or use "
+                      "HCP_<SECTION>__<FIELD> (see `hcp config show`)")
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
-    """Load and validate the settings tree; raise :class:`ConfigError` with a readable message."""
+    """Load and validate the settings tree; raise :class:`ConfigError` with a readable message
+    (also for an ``HCP_*`` variable that names no setting: see :func:`check_env`)."""
     path = path or config_path()
     data = _deep_merge(_read_yaml(path), overrides)
+    check_env(data=data)
     try:
         return AppSettings(**data)
     except ValidationError as exc:

@@ -4,7 +4,9 @@ A replay with intraday over a week of the demo market gives real state files; th
 `hcp serve --replay <folder>` in a subprocess on 127.0.0.1. The API must report what the state
 files hold, refuse POSTs without the token (401), and a forced demo must be persisted and shown
 by `hcp status --json`. The browser test loads the dashboard, checks its KPIs against the state
-files, clicks force-demo with the token and saves a screenshot.
+files (the book's session, that session's vol regime and blend weights used, the equity curve
+with its benchmark), clicks force-demo with the token, sees its alert first and saves a
+screenshot.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ def _state(root: Path):
             json.loads((state / "sessions" / f"{last}.json").read_text()))
 
 
+def _health(root: Path, day: str) -> dict:
+    return json.loads((root / "reports" / "health" / f"daily_health_{day}.json").read_text())
+
+
 def test_status_endpoints_report_the_state_files(server):
     base, root = server
     portfolio, equity, last = _state(root)
@@ -97,6 +103,11 @@ def test_status_endpoints_report_the_state_files(server):
     assert {p["symbol"] for p in risk["positions"]} == {p["symbol"] for p in portfolio["positions"]}
     assert all(p["exposure"] <= p["cap"] + 1e-9 for p in risk["positions"])
     assert risk["kill_switch"]["state"] in ("armed", "tripped")
+    # one session: the book's, with that session's market regime
+    assert risk["session"] == portfolio["as_of_session"] == equity["session"].iloc[-1]
+    regime = _health(root, risk["session"])["metrics"]["regime"]
+    assert risk["vol_z"] == pytest.approx(regime["mkt_vol_z"])
+    assert risk["market_regime"] == regime["market_regime"]
     budget = httpx.get(base + "/api/gpt5-status").json()
     assert budget["limit"] == 3 and 0 <= budget["used"] <= 3
     stats = httpx.get(base + "/api/model-stats").json()
@@ -135,8 +146,12 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from tasks.operator.dashboard import pct
+    from tasks.operator.status import vol_badge, weights_used
+
     base, root = server
     portfolio, equity, last = _state(root)
+    health = _health(root, portfolio["as_of_session"])
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -147,11 +162,20 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
         driver.get(base + "/")
         text = {k: driver.find_element(By.ID, k).text for k in
                 ("kpi-mode", "kpi-nl", "kpi-daypnl", "kpi-dd", "kpi-session", "gpt-calls",
-                 "policy-version", "kill-switch")}
+                 "policy-version", "kill-switch", "kpi-vol", "weights-used")}
         assert text["kpi-nl"] == f"{portfolio['net_liquidity']:,.2f}"
-        assert text["kpi-daypnl"] == f"{last['day_pnl_pct']:.1%}"
-        assert text["kpi-dd"] == f"{equity['drawdown'].iloc[-1]:.1%}"
-        assert text["kpi-session"] == equity["session"].iloc[-1]
+        assert text["kpi-daypnl"] == pct(last["day_pnl_pct"])
+        assert text["kpi-dd"] == pct(equity["drawdown"].iloc[-1])
+        assert text["kpi-session"] == equity["session"].iloc[-1] == portfolio["as_of_session"]
+        assert text["kpi-vol"] == vol_badge(health["metrics"]["regime"]["mkt_vol_z"])
+        # the demo has no RL model: the weights the fusion applied are the predictors' only
+        used = weights_used(health)
+        assert used["mode"] == "predictors_only" and text["weights-used"] == used["text"]
+        assert "rl 0.00" in text["weights-used"]
+        series = driver.find_elements(By.CSS_SELECTOR, "#equity-svg polyline.series")
+        assert len(series) == 2 and series[1].get_attribute("data-series").startswith(
+            "equal-weight buy-and-hold")
+        assert all(len(s.get_attribute("points").split()) == len(equity) + 1 for s in series)
         assert text["gpt-calls"].endswith("/3") and text["policy-version"].startswith("pol-")
         rows = driver.find_elements(By.CSS_SELECTOR, "#per-name tr")
         assert len(rows) - 1 == max(len(portfolio["positions"]), 1)
@@ -163,6 +187,9 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
             (root / "data" / "state" / "operator.json").read_text())["by"] == "browser")
         WebDriverWait(driver, 10).until(lambda d: "Demo mode forced by browser" in d.page_source)
         assert driver.find_element(By.ID, "kpi-mode").text == "demo"
+        alerts = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#alert-list li")]
+        assert "Demo mode forced by browser" in alerts[0]  # newest first
+        assert "Demo mode forced by ops" in alerts[1]
         shot = tmp_path / "dashboard.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000

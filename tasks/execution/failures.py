@@ -59,7 +59,8 @@ def reasoner_offline(online: bool | None, source: str) -> Failure | None:
     """The local reasoner is known to be offline (None = not checked: no failure)."""
     if online is not False:
         return None
-    return Failure("reasoner_offline", "fall back to RL-only, freeze feature toggles",
+    return Failure("reasoner_offline", "template texts, freeze feature toggles; the plan keeps "
+                   "its deterministic fusion (predictors, plus the RL hint only where one exists)",
                    "reasoner_offline", key=source, data={"source": source})
 
 
@@ -74,6 +75,8 @@ def from_judge_outcome(result: dict[str, Any] | None, error: str | None) -> list
                            data={"call_type": "SANITY_JUDGE", "error": error, "status": status,
                                  "backend": backend or None}))
     if backend in ("template", "none") or status == "no_backend":
-        out.append(Failure("reasoner_offline", "fall back to RL-only, freeze feature toggles",
+        out.append(Failure("reasoner_offline", "template texts, freeze feature toggles; the plan "
+                           "keeps its deterministic fusion (predictors, plus the RL hint only "
+                           "where one exists)",
                            "reasoner_offline", key="SANITY_JUDGE", data={"backend": backend}))
     return out

@@ -3,6 +3,8 @@
 It reads the same state files and reports the flows write, at every request (no restart to
 refresh). The POSTs need ``Authorization: Bearer <token>`` where the token is the value of
 the environment variable named by ``operator.serve.token_env``; without it they answer 401.
+When that variable is not set at all, no token can match: both POSTs are closed (401 for
+everyone) and `hcp serve` says so when it starts (:func:`token_warning`).
 """
 
 from __future__ import annotations
@@ -40,12 +42,21 @@ class BudgetStatus(BaseModel):
 
 
 class RiskStatus(BaseModel):
+    session: str | None = Field(None, description="The session shown: the book's, else the "
+                                                  "latest planned one.")
+    session_source: str | None = Field(None, description="'book' or 'plan'.")
+    next_plan: str | None = Field(None, description="First plan dated after the session "
+                                                    "(planned, not executed yet).")
+    latest_plan: str | None = None
+    later_plans: int = 0
     mode: dict[str, Any]
     net_liquidity: float
     day_pnl_pct: float | None
     drawdown: float | None
-    vol_regime: str | None
-    vol_z: float | None
+    vol_regime: str | None = Field(description="Normal/High/Extreme from the session's "
+                                               "market vol z.")
+    vol_z: float | None = Field(description="The session's market vol z (its health JSON).")
+    market_regime: str | None = None
     exposure: dict[str, Any]
     caps: dict[str, Any]
     positions: list[dict[str, Any]]
@@ -61,11 +72,30 @@ class ModelStats(BaseModel):
     calibration: dict[str, Any] | None
 
 
+def operator_token(settings: AppSettings) -> str | None:
+    """The operator token from the environment (None when unset or blank)."""
+    return (os.environ.get(settings.operator.serve.token_env) or "").strip() or None
+
+
+def token_warning(settings: AppSettings) -> str | None:
+    """One line for the operator when no token is set (None when one is)."""
+    if operator_token(settings):
+        return None
+    env = settings.operator.serve.token_env
+    return (f"no operator token: ${env} is not set, so POST /api/force-demo and "
+            f"/api/clear-quarantine refuse every request (401); set ${env} to enable them")
+
+
 def _token_guard(settings: AppSettings) -> Callable[..., None]:
     def guard(authorization: str | None = Header(default=None)) -> None:
-        expected = os.environ.get(settings.operator.serve.token_env)
+        expected = operator_token(settings)
         given = (authorization or "").removeprefix("Bearer ").strip()
-        if not expected or not given or not hmac.compare_digest(given, expected):
+        if expected is None:
+            raise HTTPException(401, f"no operator token is configured on the server "
+                                     f"(${settings.operator.serve.token_env} is not set): "
+                                     "the POST endpoints are closed",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not given or not hmac.compare_digest(given, expected):
             raise HTTPException(401, "a valid operator token is required "
                                      f"(Authorization: Bearer <${settings.operator.serve.token_env}>)",
                                 headers={"WWW-Authenticate": "Bearer"})

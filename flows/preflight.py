@@ -1,0 +1,197 @@
+"""Checks the command line makes before it starts a flow (and with it Prefect).
+
+A date that is no session, a date past the store's last bar, no active model or no plan to
+execute would otherwise surface tens of seconds later, from inside a flow run, as a traceback
+(or, for a missing plan, not at all). Each check here raises :class:`Refused` with one line that
+says what is wrong and what to run; the command line prints it and exits 2.
+
+Only light modules are imported: settings, the calendar, JSON files on disk. The flows, the model
+code and the execution layer take seconds to import, so the few facts needed from them (where
+the registry and the plans lie) are read here directly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.data.calendar import _calendar, previous_session, sessions
+from tasks.paths import Paths
+from tasks.settings import AppSettings
+
+#: How a calendar is named in messages (others by their exchange_calendars code).
+CALENDAR_NAMES = {"XNYS": "NYSE", "XNAS": "Nasdaq"}
+
+
+class Refused(ValueError):
+    """A command cannot do anything useful with its inputs; the message is one line."""
+
+
+def _iso(day: pd.Timestamp) -> str:
+    return day.date().isoformat()
+
+
+def parse_day(text: str, what: str, accepted: str = "YYYY-MM-DD") -> pd.Timestamp:
+    """A date option as a timestamp (midnight); a malformed one is refused naming ``accepted``."""
+    try:
+        day = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise Refused(f"{what} {text!r} is not a date ({accepted})") from exc
+    if pd.isna(day):
+        raise Refused(f"{what} {text!r} is not a date ({accepted})")
+    return day.tz_localize(None).normalize() if day.tz else day.normalize()
+
+
+def store_span(paths: Paths) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last session of the bar store (its manifest)."""
+    path = paths.store / "manifest.json"
+    if not path.is_file():
+        raise Refused(f"no bar store at {paths.store}: run `hcp data import` first")
+    manifest = json.loads(path.read_text())
+    return pd.Timestamp(manifest["first_date"]), pd.Timestamp(manifest["last_date"])
+
+
+def nearest_sessions(code: str, day: pd.Timestamp) -> tuple[pd.Timestamp | None,
+                                                            pd.Timestamp | None]:
+    """The last session before ``day`` and the first after it (None beyond the calendar)."""
+    near = sessions(code, day - pd.Timedelta(days=30), day + pd.Timedelta(days=30))
+    before, after = near[near < day], near[near > day]
+    return (before[-1] if len(before) else None), (after[0] if len(after) else None)
+
+
+def _why_closed(code: str, day: pd.Timestamp) -> str:
+    """``Sunday``, ``holiday: Good Friday`` or ``holiday``."""
+    if day.dayofweek >= 5:
+        return day.day_name()
+    cal = _calendar(code)
+    names = cal.regular_holidays.holidays(day, day, return_name=True) \
+        if cal.regular_holidays is not None else pd.Series(dtype=object)
+    return f"holiday: {names.iloc[0]}" if len(names) else "holiday"
+
+
+def require_session(code: str, day: pd.Timestamp) -> None:
+    """Refuse a weekend or holiday, naming the nearest sessions before and after it."""
+    if len(sessions(code, day, day)) == 1:
+        return
+    before, after = nearest_sessions(code, day)
+    near = ", ".join(_iso(d) for d in (before, after) if d is not None) or "none within 30 days"
+    raise Refused(f"{_iso(day)} is not a {CALENDAR_NAMES.get(code, code)} session "
+                  f"({_why_closed(code, day)}); nearest sessions: {near}")
+
+
+def require_in_store(day: pd.Timestamp, paths: Paths, what: str = "") -> None:
+    """Refuse a session the store holds no bars for (before its first or after its last)."""
+    first, last = store_span(paths)
+    label = f"{what} {_iso(day)}" if what else _iso(day)
+    if day > last:
+        raise Refused(f"{label} is after the store's last session {_iso(last)}: import newer "
+                      "bars first (`hcp data import`)")
+    if day < first:
+        raise Refused(f"{label} is before the store's first session {_iso(first)}")
+
+
+def daily_session(date: str | None, paths: Paths, settings: AppSettings,
+                  today: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The session of ``hcp run daily --date``: 'latest' (the store's last session),
+    'previous-session' (the last session before today) or a session YYYY-MM-DD the store
+    holds."""
+    code = settings.data.calendar
+    if date in (None, "", "latest"):
+        return store_span(paths)[1]
+    if date == "previous-session":
+        now = today if today is not None else pd.Timestamp.now().normalize()
+        day = previous_session(code, now - pd.Timedelta(days=1))
+    else:
+        day = parse_day(date, "date", "YYYY-MM-DD, latest or previous-session")
+    require_in_store(day, paths)
+    require_session(code, day)
+    return day
+
+
+def nightly_session(date: str, paths: Paths, settings: AppSettings,
+                    today: pd.Timestamp | None = None) -> pd.Timestamp:
+    """The session of ``hcp run nightly --date``: 'today' (the last session on or before
+    today), 'latest' or a session YYYY-MM-DD; its outcomes need the store's bars up to it."""
+    if date == "today":
+        now = today if today is not None else pd.Timestamp.now().normalize()
+        day = previous_session(settings.data.calendar, now)
+        require_in_store(day, paths)
+        return day
+    if date not in (None, "", "latest"):
+        parse_day(date, "date", "YYYY-MM-DD, today or latest")
+    return daily_session(date, paths, settings, today)
+
+
+def intraday_session(date: str, paths: Paths, settings: AppSettings,
+                     simulated: bool) -> pd.Timestamp:
+    """The session of ``hcp run intraday --date``; simulated bars come from the store's daily
+    bars of that session, so then the store must hold it."""
+    day = parse_day(date, "date")
+    if simulated:
+        require_in_store(day, paths)
+    require_session(settings.data.calendar, day)
+    return day
+
+
+def replay_span(start: str, end: str, paths: Paths, settings: AppSettings
+                ) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last session of ``hcp replay --start --end`` (the bounds may fall on closed
+    days; the span must hold a session and end by the store's last bar)."""
+    s, e = parse_day(start, "replay start"), parse_day(end, "replay end")
+    if e < s:
+        raise Refused(f"replay end {_iso(e)} is before its start {_iso(s)}")
+    first, last = store_span(paths)
+    if e > last:
+        raise Refused(f"replay end {_iso(e)} is after the store's last session {_iso(last)}: "
+                      f"end the replay by {_iso(last)} or import newer bars (`hcp data import`)")
+    if s < first:
+        raise Refused(f"replay start {_iso(s)} is before the store's first session "
+                      f"{_iso(first)}")
+    code = settings.data.calendar
+    days = sessions(code, s, e)
+    if days.empty:
+        raise Refused(f"no {CALENDAR_NAMES.get(code, code)} session between {_iso(s)} and "
+                      f"{_iso(e)}")
+    return days[0], days[-1]
+
+
+def active_model(paths: Paths) -> dict[str, Any]:
+    """The manifest of the active baseline (as flows.daily.load_models needs it)."""
+    registry = paths.models / "registry" / "manifest.json"  # tasks.models.registry's layout
+    active = json.loads(registry.read_text()).get("active") if registry.is_file() else None
+    if not active:
+        raise Refused("no active model: run `hcp train` (or `hcp promote --to active --id ID`)")
+    manifest = paths.models / active / "manifest.json"
+    if not manifest.is_file():
+        raise Refused(f"the active model {active} is missing from {paths.models}: run "
+                      "`hcp train` (or `hcp promote --to active --id ID`)")
+    meta = json.loads(manifest.read_text())
+    if "payoff" not in meta:
+        raise Refused(f"the active model {active} predates the payoff statistics the plan "
+                      "needs: retrain it (`hcp train`)")
+    return meta
+
+
+def replay_model(paths: Paths, first: pd.Timestamp) -> None:
+    """The active model, trained on bars before the replay's first session (point in time)."""
+    meta = active_model(paths)
+    trained_to = meta.get("training_span", {}).get("end")
+    if trained_to and pd.Timestamp(trained_to) >= first:
+        raise Refused(f"active baseline {meta.get('id', '?')} was trained on bars up "
+                      f"to {trained_to}, not before the first replayed session {_iso(first)}: "
+                      f"train one with `hcp train --train-end <a date before {_iso(first)}>` "
+                      "and promote it")
+
+
+def plan_to_execute(paths: Paths, settings: AppSettings, day: pd.Timestamp) -> Path:
+    """The plan session ``day`` executes: the daily run of the session before wrote it
+    (``val/plans/<D-1>/trade_plan.csv``, tasks.execution.inputs' layout)."""
+    before = _iso(previous_session(settings.data.calendar, day - pd.Timedelta(days=1)))
+    path = paths.val / "plans" / before / "trade_plan.csv"
+    if not path.is_file():
+        raise Refused(f"no plan for session {_iso(day)}: it executes the plan of {before}, "
+                      f"which does not exist; run `hcp run daily --date {before}` first")
+    return path
