@@ -69,10 +69,13 @@ def trained_home(tmp_path_factory) -> Paths:
 def llama_url():
     """``python -m llama_cpp.server`` with SmolLM2-135M on 127.0.0.1 for the whole session
     (skipped with the reason when the ``llm-test`` extra is not installed)."""
-    from tests.llama_server import gguf_path, llama_server, missing
+    from tests.llama_server import crash_reason, gguf_path, llama_server, missing
 
     why = missing()
     if why:
         pytest.skip(why)
+    crashed = crash_reason()
+    if crashed:
+        pytest.fail(crashed, pytrace=False)
     with llama_server(gguf_path()) as url:
         yield url

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -34,6 +36,46 @@ def missing() -> str | None:
     return None
 
 
+def _exit_reason(returncode: int, stderr: bytes) -> str:
+    """A dead model process in words: the signal that killed it, or its exit code and last output."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = (" (illegal instruction: llama.cpp was built for another CPU; `make install-llm` "
+                "builds it portable)") if -returncode == signal.SIGILL else ""
+        return f"killed by {name}{hint}"
+    tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+    return f"exit code {returncode}: {' | '.join(tail)}"
+
+
+_PROBE = """
+import sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], n_ctx=256, n_threads=1, seed=7, verbose=False)
+out = m("Hello", max_tokens=2, temperature=0)
+assert out["choices"], out
+"""
+
+
+@cache
+def crash_reason(timeout: float = 180) -> str | None:
+    """Load the model and decode two tokens in a child process; None when that works, else why
+    not. A crash of the native library (an illegal instruction, a segfault) then fails the
+    tests that need the model with this reason instead of killing the test run."""
+    model = gguf_path()
+    if model is None:
+        return "no GGUF file"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(model)], capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"the local model did not answer two tokens within {timeout:.0f} s"
+    return None if proc.returncode == 0 else "the local model crashed: " + _exit_reason(
+        proc.returncode, proc.stderr)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,7 +95,8 @@ def llama_server(model: Path, n_threads: int = 2, timeout: float = 180) -> Itera
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError("llama_cpp.server died before it was ready: "
+                                   + _exit_reason(proc.returncode, proc.stderr.read()))
             try:
                 with urllib.request.urlopen(url + "/models", timeout=2) as resp:
                     if resp.status == 200:

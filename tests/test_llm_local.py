@@ -31,7 +31,7 @@ from tasks.trading_settings import (
     TOGGLEABLE_FEATURES,
     PolicyDefaults,
 )
-from tests.llama_server import gguf_path, missing
+from tests.llama_server import crash_reason, gguf_path, missing
 from tests.test_escalation_remote import request
 
 pytestmark = [pytest.mark.llm, pytest.mark.slow]
@@ -49,6 +49,14 @@ REQUESTS = {
         recent_trades=[{"symbol": "JPM", "action": "BUY", "size": 0.01, "pnl": -0.006}],
         portfolio_state={"net_liquidity": 97000.0, "daily_pnl": -0.03}),
 }
+
+
+def _model_runs_here() -> None:
+    """The in-process tests load the native library into pytest itself: probe it in a child
+    process first, so a crash on this CPU is a failure with its reason, not a dead test run."""
+    crashed = crash_reason()
+    if crashed:
+        pytest.fail(crashed, pytrace=False)
 
 
 @pytest.fixture
@@ -113,6 +121,7 @@ def test_the_local_reasoner_cannot_clear_demo_mode(env, llama_url, monkeypatch):
 
 @pytest.mark.skipif(missing() is not None, reason=str(missing()))
 def test_in_process_llamacpp_backend(tmp_path):
+    _model_runs_here()
     cfg = LlamaCppSettings(gguf_path=str(gguf_path()), n_ctx=2048, max_tokens=200)
     backend = LlamaCppBackend(cfg)
     assert backend.name == f"llamacpp:{gguf_path().name}"
@@ -131,6 +140,7 @@ def test_in_process_llamacpp_backend(tmp_path):
 
 @pytest.mark.skipif(missing() is not None, reason=str(missing()))
 def test_chain_records_the_llamacpp_backend_that_answered(monkeypatch):
+    _model_runs_here()
     monkeypatch.setenv("HCP_LOCAL_BACKEND", "llamacpp")
     monkeypatch.setenv("HCP_LOCAL_GGUF", str(gguf_path()))
     monkeypatch.setenv("HCP_REASONER__LLAMACPP__MAX_TOKENS", "60")
