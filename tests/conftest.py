@@ -56,8 +56,13 @@ def trained_home(tmp_path_factory) -> Paths:
         src = DemoSource(paths.demo, seed=11, n_symbols=20, n_sectors=5, start="2017-01-03",
                          end="2021-12-31")
         import_bars(src, settings, paths)
-        res = run_training(paths, settings, NOW, train_end=TRAIN_END, baseline_id="b-demo")
+        steps: list[tuple[int, int | None]] = []
+        res = run_training(paths, settings, NOW, train_end=TRAIN_END, baseline_id="b-demo",
+                           progress=lambda _msg, done, total: steps.append((done, total)))
         assert os.path.isdir(res.model_dir)
+        # progress counts every step once against the announced total: no jump at the end
+        total = steps[-1][1]
+        assert [d for d, _ in steps] == list(range(len(steps))) and steps[-1][0] == total
         if not res.promoted:
             assert res.skill["verdict"] == "no_skill" and not res.leakage_suspect
             promote(paths, "b-demo", "active", NOW, force=True, by="tests",

@@ -105,7 +105,7 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
     say("features and labels")
     frame = training_frame(bars, load_constituents(paths.store), settings)
     sess = calendar_sessions(settings.data.calendar, bars["date"].min(), bars["date"].max())
-    say.total = 3 + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
+    say.total = 2 + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
                                        frame["date"].max())) + 1
                         for h in settings.labels.horizons.values())
     cuts = fit_vol_regime_cuts(frame, settings.regimes, end=last)
