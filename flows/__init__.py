@@ -2,8 +2,10 @@
 
 Importing this package points Prefect at a local, offline set-up before Prefect is imported:
 ``PREFECT_HOME`` under ``$HCP_HOME/.prefect`` (the ephemeral server's database lives there),
-telemetry off. A user who sets ``PREFECT_API_URL`` (e.g. to a ``prefect server start`` UI)
-or any of these variables keeps their own value.
+telemetry off: ``DO_NOT_TRACK`` for the client and ``PREFECT_SERVER_ANALYTICS_ENABLED=false``
+for the server, which ignores ``DO_NOT_TRACK`` (a ``prefect server start`` from the project
+folder gets the same from prefect.toml). A user who sets ``PREFECT_API_URL`` (e.g. to a
+``prefect server start`` UI) or any of these variables keeps their own value.
 """
 
 from __future__ import annotations
