@@ -236,6 +236,20 @@ def test_expectancy_weights_least_squares_and_a_part_that_does_not_help_gets_non
     assert expectancy_weights(ident[:5], rank[:5], ident[:5]) == (1.0, 0.0)   # too few rows
 
 
+def test_rank_weight_standard_error_fama_macbeth_hand_computed():
+    from tasks.models.payoff import slope_se_by_session
+
+    # three sessions whose own slopes through the origin are 1, 2 and 3
+    x = np.array([1.0, -1.0, 1.0, -1.0, 2.0, -2.0])
+    y = np.array([1.0, -1.0, 2.0, -2.0, 6.0, -6.0])
+    d = np.array(["a", "a", "b", "b", "c", "c"])
+    # std of (1, 2, 3) = 1; one independent session per session: 1 / sqrt(3)
+    assert slope_se_by_session(x, y, d, 1) == pytest.approx(1 / np.sqrt(3))
+    # labels spanning 2 sessions overlap: 3 / 2 = 1.5 independent sessions, floored at 2
+    assert slope_se_by_session(x, y, d, 2) == pytest.approx(1 / np.sqrt(2))
+    assert np.isnan(slope_se_by_session(x[:4], y[:4], d[:4], 1))    # two sessions: unknown
+
+
 def test_expectancy_parts_are_relative_to_the_session():
     from tasks.models.payoff import expectancy_parts
 

@@ -211,7 +211,7 @@ def test_saved_model_scores_like_in_memory(home, trained, frame, tmp_path):
         np.testing.assert_allclose(got.to_numpy(), direct, rtol=1e-13, atol=0)
     assert set(scored.columns) == {"symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label",
                                    "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal", "p_sd",
-                                   "rank_score", "exp_a", "exp_b"}
+                                   "rank_score", "exp_a", "exp_b", "exp_b_se"}
 
 
 def test_scoring_refuses_other_feature_schema(home, trained, frame):
@@ -268,10 +268,13 @@ def test_cli_score_promote_and_list(home, trained, monkeypatch, tmp_path):
     scored = pd.read_parquet(out)
     assert list(scored.columns) == ["symbol", "date", "horizon", "p_raw", "p_cal", "regime",
                                     "label", "fwd_return", "q_raw", "r_raw", "q_cal", "r_cal",
-                                    "p_sd", "rank_score", "exp_a", "exp_b"]
+                                    "p_sd", "rank_score", "exp_a", "exp_b", "exp_b_se"]
     assert scored["q_cal"].between(0, 1).all() and scored["p_sd"].ge(0).all()
     assert scored["rank_score"].notna().all()
     assert (scored["exp_a"] >= 0).all() and (scored["exp_b"] >= 0).all()
+    # a ranking weight in use carries its standard error; an unused one has none to carry
+    used = scored["exp_b"] > 0
+    assert (scored.loc[used, "exp_b_se"] > 0).all() and (scored.loc[~used, "exp_b_se"] == 0).all()
     assert scored["date"].min() >= pd.Timestamp("2021-12-01")
     assert set(scored["horizon"]) == {"short", "mid"}
     last = scored[scored["date"] == scored["date"].max()]

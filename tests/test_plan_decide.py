@@ -147,6 +147,24 @@ def test_expectancy_is_relative_to_the_session():
     assert 0 < (s["exp_pnl_net"] > 0).mean() < 1
 
 
+def test_lower_bound_carries_the_ranking_weights_uncertainty():
+    """With the identity weighted 0 the ensemble's dispersion says nothing about the estimate;
+    the bound still sits z x se(w_rank) x ATR% x |percentile - 0.5| below it."""
+    inp = inputs()
+    h = SETTINGS.fusion.plan_horizon
+    inp.scores[f"rank_score_{h}"] = np.arange(N, dtype=float)
+    inp.scores[f"exp_a_{h}"], inp.scores[f"exp_b_{h}"], inp.scores[f"exp_b_se_{h}"] = 0.0, 1.0, 0.5
+    s = decide(inp, SETTINGS).signals
+    dist = (s[f"rank_score_{h}"].rank(pct=True) - 0.5).abs()
+    want = SETTINGS.fusion.expectancy_z * 0.5 * 0.02 * dist
+    np.testing.assert_allclose((s["exp_pnl_net"] - s["exp_pnl_lb"]).to_numpy(), want.to_numpy(),
+                               rtol=1e-9, atol=1e-15)
+    inp.scores[f"exp_b_se_{h}"] = np.nan     # a baseline saved without the standard error
+    d = decide(inp, SETTINGS)
+    assert d.signals["exp_pnl_lb"].isna().all() and d.plan["qty"].sum() == 0
+    assert d.audit["reasons"].str.contains("lower bound unknown").any()
+
+
 def test_a_full_conviction_core_buy_is_sized_near_the_per_name_cap():
     d = decide(inputs(_full_hint()), SETTINGS)
     top = d.plan.set_index("ticker").loc["S29"]

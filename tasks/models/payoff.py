@@ -20,6 +20,8 @@ A regime without enough earlier rows keeps the raw ``q`` and a slope of 0.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +65,9 @@ class PayoffHead:
     # per regime: (weight of the barrier identity, weight of the ranking score), both relative
     # to the session, fit on earlier out-of-sample rows (:func:`expectancy_weights`)
     exp_weights: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # per regime: standard error of the ranking score's weight (Fama-MacBeth over sessions,
+    # overlap of the horizon's labels counted), which the plan's lower bound carries
+    exp_rank_se: dict[str, float] = field(default_factory=dict)
     n_fit: dict[str, int] = field(default_factory=dict)
 
     def fit(self, X: np.ndarray, outcome: np.ndarray, rel: np.ndarray, cfg: ModelSettings,
@@ -113,12 +118,13 @@ class PayoffHead:
                 self.timeout_slope[name] = shrink_slope(r[to], np.clip(rel[to], -5.0, 5.0))
         return self
 
-    def fit_expectancy_weights(self, prior: pd.DataFrame, tp_atr: float, stop_atr: float
-                               ) -> PayoffHead:
+    def fit_expectancy_weights(self, prior: pd.DataFrame, tp_atr: float, stop_atr: float,
+                               horizon: int = 1) -> PayoffHead:
         """Per regime, how much of the realised P&L relative to the session the barrier identity
         and the ranking score explained on earlier out-of-sample rows (columns p_cal, q_cal,
-        r_cal, atr_pct, rank_score, realised_pnl, date, vol_regime)."""
-        self.exp_weights = {}
+        r_cal, atr_pct, rank_score, realised_pnl, date, vol_regime), and the standard error of
+        the ranking score's weight (``horizon``: sessions a label spans, for the overlap)."""
+        self.exp_weights, self.exp_rank_se = {}, {}
         need = {"p_cal", "q_cal", "r_cal", "atr_pct", "rank_score", "realised_pnl", "date"}
         if prior.empty or not need <= set(prior.columns):
             return self
@@ -132,6 +138,9 @@ class PayoffHead:
             m = regime == name
             if m.sum() >= MIN_ROWS * 5:
                 self.exp_weights[name] = expectancy_weights(ident[m], rank[m], real[m])
+                if self.exp_weights[name][1] > 0:
+                    self.exp_rank_se[name] = slope_se_by_session(
+                        rank[m], real[m], rows["date"].to_numpy()[m], horizon)
         return self
 
     def predict(self, X: np.ndarray, regime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -152,19 +161,26 @@ class PayoffHead:
             r[rows] = slope * r_raw[rows]
         return q, r
 
-    def weights_of(self, regime: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: the expectancy weights of its regime; (1, 0) where none was fit (the barrier
-        identity alone)."""
+    def weights_of(self, regime: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the expectancy weights of its regime and the standard error of the ranking
+        score's weight; (1, 0, 0) where none was fit (the barrier identity alone). A model saved
+        before the standard error was kept gets NaN there (unknown, not zero)."""
         regime = pd.Series(regime).astype("object").to_numpy()
-        a, b = np.ones(len(regime)), np.zeros(len(regime))
+        a, b, se = np.ones(len(regime)), np.zeros(len(regime)), np.zeros(len(regime))
+        rank_se = getattr(self, "exp_rank_se", None)
         for name, (wa, wb) in getattr(self, "exp_weights", {}).items():
-            a[regime == name], b[regime == name] = wa, wb
-        return a, b
+            rows = regime == name
+            a[rows], b[rows] = wa, wb
+            se[rows] = (0.0 if wb == 0 else np.nan if rank_se is None
+                        else rank_se.get(name, np.nan))
+        return a, b, se
 
     def summary(self) -> dict:
         return {"n_fit": self.n_fit, "stop_calibrated": sorted(self.stop_cal),
                 "expectancy_weights": {k: [round(v, 4) for v in w]
                                        for k, w in sorted(getattr(self, "exp_weights", {}).items())},
+                "rank_weight_se": {k: round(v, 4)
+                                   for k, v in sorted(getattr(self, "exp_rank_se", {}).items())},
                 "timeout_slope": {k: round(v, 4) for k, v in sorted(self.timeout_slope.items())}}
 
 
@@ -197,6 +213,23 @@ def expectancy_weights(ident: np.ndarray, rank: np.ndarray, realised: np.ndarray
     alone = float(np.dot(X[:, keep], y) / max(np.dot(X[:, keep], X[:, keep]), 1e-300))
     alone = max(0.0, alone)
     return (alone, 0.0) if keep == 0 else (0.0, alone)
+
+
+def slope_se_by_session(x: np.ndarray, y: np.ndarray, dates: np.ndarray, horizon: int) -> float:
+    """Standard error of a slope through the origin of ``y`` on ``x`` (both relative to the
+    session), Fama-MacBeth: one cross-sectional slope per session, their standard deviation over
+    the square root of the number of independent sessions - sessions / ``horizon``, since
+    neighbouring sessions' labels overlap. Names of one session move together, so rows are not
+    independent draws; sessions (set ``horizon`` apart) nearly are."""
+    frame = pd.DataFrame({"xy": x * y, "xx": x * x, "d": dates})
+    frame = frame[np.isfinite(frame["xy"]) & np.isfinite(frame["xx"])]
+    per = frame.groupby("d")[["xy", "xx"]].sum()
+    per = per[per["xx"] > 0]
+    if len(per) < 3:
+        return float("nan")
+    slopes = (per["xy"] / per["xx"]).to_numpy()
+    n_eff = max(len(slopes) / max(int(horizon), 1), 2.0)
+    return float(np.std(slopes, ddof=1) / math.sqrt(n_eff))
 
 
 def shrink_slope(pred: np.ndarray, realised: np.ndarray) -> float:

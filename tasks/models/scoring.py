@@ -16,7 +16,8 @@ SCORE_COLUMNS = ["symbol", "date", "horizon", "p_raw", "p_cal", "regime", "label
 # the payoff head's outputs (NaN for a baseline without one): P(stop | not a win) raw and
 # calibrated, relative timeout return in ATR units raw and calibrated, and the base models'
 # dispersion of calibrated P(win)
-PAYOFF_COLUMNS = ["q_raw", "r_raw", "q_cal", "r_cal", "p_sd", "rank_score", "exp_a", "exp_b"]
+PAYOFF_COLUMNS = ["q_raw", "r_raw", "q_cal", "r_cal", "p_sd", "rank_score", "exp_a", "exp_b",
+                  "exp_b_se"]
 
 
 def check_schema(baseline: Baseline, settings: AppSettings) -> None:
@@ -63,7 +64,8 @@ def calibrate_scores(baseline: Baseline, raw: pd.DataFrame, strict: bool = True)
     out = raw.copy()
     out["p_cal"] = np.nan
     out["q_cal"], out["r_cal"] = np.nan, np.nan
-    out["exp_a"], out["exp_b"] = 1.0, 0.0   # a baseline without a payoff head: the identity
+    # a baseline without a payoff head: the identity alone
+    out["exp_a"], out["exp_b"], out["exp_b_se"] = 1.0, 0.0, 0.0
     for col in ("q_raw", "r_raw", "p_sd", "rank_score"):
         if col not in out:
             out[col] = np.nan
@@ -76,7 +78,8 @@ def calibrate_scores(baseline: Baseline, raw: pd.DataFrame, strict: bool = True)
             q, r = hm.payoff.apply(out.loc[rows, "q_raw"].to_numpy(dtype="float64"),
                                    out.loc[rows, "r_raw"].to_numpy(dtype="float64"), regime[rows])
             out.loc[rows, "q_cal"], out.loc[rows, "r_cal"] = q, r
-            out.loc[rows, "exp_a"], out.loc[rows, "exp_b"] = hm.payoff.weights_of(regime[rows])
+            a, b, se = hm.payoff.weights_of(regime[rows])
+            out.loc[rows, "exp_a"], out.loc[rows, "exp_b"], out.loc[rows, "exp_b_se"] = a, b, se
     return out[SCORE_COLUMNS + PAYOFF_COLUMNS]
 
 
@@ -95,7 +98,7 @@ def wide_scores(scored: pd.DataFrame) -> pd.DataFrame:
     head's q_cal_<h>, r_cal_<h>, p_sd_<h>, and the ranker's rank_score_<h>."""
     keys = ["symbol", "date"]
     values = ["p_raw", "p_cal", "label",
-              *[c for c in ("q_cal", "r_cal", "p_sd", "rank_score", "exp_a", "exp_b")
+              *[c for c in ("q_cal", "r_cal", "p_sd", "rank_score", "exp_a", "exp_b", "exp_b_se")
                 if c in scored]]
     wide = scored.pivot_table(index=keys, columns="horizon", values=values,
                               aggfunc="first", dropna=False, observed=True)

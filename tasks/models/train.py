@@ -99,9 +99,10 @@ def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Times
 
 
 def _fit_stack_and_calibrate(model: StackedEnsemble, head: PayoffHead, prior: pd.DataFrame,
-                             settings: AppSettings) -> dict[str, RegimeCalibrator]:
+                             settings: AppSettings, h: int) -> dict[str, RegimeCalibrator]:
     head.calibrate(prior)
-    head.fit_expectancy_weights(prior, settings.labels.take_profit_atr, settings.labels.stop_atr)
+    head.fit_expectancy_weights(prior, settings.labels.take_profit_atr, settings.labels.stop_atr,
+                                horizon=h)
     if prior.empty or prior["label"].nunique() < 2:
         return {}
     cols = [f"p_{n}" for n in model.base_names]
@@ -143,7 +144,7 @@ def _predict_block(model: StackedEnsemble, head: PayoffHead, ranker: RankModel, 
                              lab.take_profit_atr, lab.stop_atr)
     out["exp_pnl_barrier"] = exp["exp_pnl"]
     ident, rank = expectancy_parts(out, lab.take_profit_atr, lab.stop_atr)
-    a, b = head.weights_of(regime)
+    a, b, _ = head.weights_of(regime)
     out["exp_pnl"] = a * ident + b * np.nan_to_num(rank)
     return out
 
@@ -164,7 +165,7 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
         model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
         prior = _prior(oos, sessions, fold.test_start, h, cuts, frame,
                        settings.models.calibration_lookback_years)
-        cals = _fit_stack_and_calibrate(model, head, prior, settings)
+        cals = _fit_stack_and_calibrate(model, head, prior, settings, h)
         test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
         oos.append(_predict_block(model, head, ranker, test, cuts, cals, name, fold, settings))
     result = pd.concat(oos, ignore_index=True) if oos else pd.DataFrame()
@@ -180,5 +181,5 @@ def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame
     after_last = sessions[-1] + pd.Timedelta(days=1)
     prior = (_prior([oos], sessions, after_last, h, cuts, frame,
                     settings.models.calibration_lookback_years) if len(oos) else pd.DataFrame())
-    cals = _fit_stack_and_calibrate(model, head, prior, settings)
+    cals = _fit_stack_and_calibrate(model, head, prior, settings, h)
     return HorizonModel(name, h, model, cals, head, ranker)

@@ -185,8 +185,14 @@ def _expectancy(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> 
     rank_term = np.nan_to_num(atr_pct * (rank - 0.5))
     df["exp_pnl"] = a * relative_to_session(parts["exp_pnl"]) + b * rank_term
     df["exp_pnl_net"] = df["exp_pnl"] - 2 * (guard.fee_pct + slip)
-    se = a * expectancy_se(_column(df, f"p_sd_{h}"), q, r, atr_pct, tp, sl)
-    df["exp_pnl_lb"] = df["exp_pnl_net"] - settings.fusion.expectancy_z * se
+    # two sources of uncertainty, independent: the ensemble's disagreement on P(win) through
+    # the identity, and the standard error of the ranking score's weight (NaN for a baseline
+    # saved without it: the bound is then unknown and no BUY passes it)
+    se_id = a * expectancy_se(_column(df, f"p_sd_{h}"), q, r, atr_pct, tp, sl)
+    se_b = _column(df, f"exp_b_se_{h}")
+    se_b = np.where(b == 0, 0.0, se_b)
+    df["exp_pnl_se"] = np.sqrt(se_id ** 2 + (se_b * np.abs(rank_term)) ** 2)
+    df["exp_pnl_lb"] = df["exp_pnl_net"] - settings.fusion.expectancy_z * df["exp_pnl_se"]
     with np.errstate(divide="ignore", invalid="ignore"):
         df["exp_r"] = df["exp_pnl_net"] / (sl * atr_pct)
     m2 = second_moment(p, parts["p_stop"], parts["p_timeout"],
@@ -220,7 +226,10 @@ def _candidates(sig: pd.DataFrame, inp: SessionInputs, settings: AppSettings
             why.append("sell_signal:no_position_and_shorts_disabled")
             continue
         if r.signal == "BUY" and settings.fusion.expectancy_gate and not r.exp_pnl_lb > 0:
-            why.append(f"expectancy:lower bound {r.exp_pnl_lb:+.4%} <= 0 (net {r.exp_pnl_net:+.4%})")
+            why.append(f"expectancy:lower bound {r.exp_pnl_lb:+.4%} <= 0 (net {r.exp_pnl_net:+.4%})"
+                       if math.isfinite(r.exp_pnl_lb) else
+                       "expectancy:lower bound unknown (the baseline has no standard error of its "
+                       "ranking weight: retrain it)")
             continue
         adv = math.exp(r.log_dollar_volume) if math.isfinite(r.log_dollar_volume) else math.nan
         bucket = classify_bucket(r.symbol, r.close_raw, adv, risk)
@@ -466,15 +475,45 @@ def _plan_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _audit(sig: pd.DataFrame, reasons: dict[str, list[str]], plan: pd.DataFrame) -> pd.DataFrame:
+    """One row per scored symbol. ``action`` is the plan's decision for the name, the gated
+    ``signal``; ``score_action`` is what the fusion score alone said before the regime gate (a
+    score pushed into the SELL zone by risk penalties or the RL hint while the predictors' edge
+    stays neutral is SELL there and HOLD here); ``action_note`` is the reason tag that explains a
+    difference: the gate that held a scored side, or the step that left a signal without an
+    order."""
     cols = ["symbol", "date", "sector", "regime", "p_cal_short", "p_cal_mid", "edge_short",
             "edge_mid", "gate_edge", "gate", "score", "action", "signal", "p_stop", "p_timeout",
-            "exp_pnl_barrier", "exp_pnl_net", "exp_pnl_lb", "exp_r", "kelly_f", "epnl_time"]
-    audit = sig[cols].copy()
+            "exp_pnl_barrier", "exp_pnl_net", "exp_pnl_se", "exp_pnl_lb", "exp_r", "kelly_f",
+            "epnl_time"]
+    audit = sig[cols].rename(columns={"action": "score_action"})
+    audit.insert(audit.columns.get_loc("signal"), "action", audit["signal"])
     taken = set(plan["ticker"])
     audit["taken"] = audit["symbol"].isin(taken)
+    audit["action_note"] = pd.array(
+        [_action_note(r.action, r.score_action, r.taken, reasons.get(r.symbol, []))
+         for r in audit.itertuples(index=False)], dtype="string")
     audit["reasons"] = [";".join(reasons.get(s, [])) for s in audit["symbol"]]
     audit["reasons"] = audit["reasons"].astype("string")
     return audit.sort_values("symbol", kind="stable").reset_index(drop=True)
+
+
+def _action_note(action: str, score_action: str, taken: bool, tags: list[str]) -> str | None:
+    """The tag saying why the score's side was not the action, or why an action has no order."""
+    if taken:
+        return None
+    if action == "HOLD":
+        gate_tag = next((t for t in tags if t.startswith("gate:")), None)
+        return f"score {score_action}; {gate_tag}" if score_action != "HOLD" and gate_tag else None
+    stop = next((t for t in tags if t.startswith(("sell_signal:", "expectancy:", "bucket:",
+                                                  "rank:", "health:"))), None)
+    floor = next((t.split("(")[0] for t in tags if t.startswith(("size:below_", "size:no_price"))),
+                 None)
+    if stop is None and floor:
+        bound = zeroing_step(tags)
+        stop = floor if bound == floor else f"{floor} after {bound}"
+    if stop is None:
+        stop = next((t for t in reversed(tags) if t.startswith("clamp:")), "unknown")
+    return f"{action} signal, no order: {stop}"
 
 
 def _weights_info(weights: dict[str, float]) -> dict:

@@ -26,11 +26,18 @@ and any bias of the calibrated levels) is taken out. ``exp_pnl`` is the P&L the 
 expected to make if the market as a whole goes nowhere; a BUY must beat the average name by
 more than its costs. Without this, a rising training span made every name look profitable.
 
-The uncertainty of the estimate is the ensemble's own disagreement: ``p_sd`` = the standard
-deviation of the base models' calibrated P(win), carried through
-the identity (delta method, d exp_pnl / dp = atr_pct * (b + q a - (1 - q) r))::
+The uncertainty of the estimate has two parts, taken as independent:
 
-    exp_pnl_lb  = exp_pnl_net - z * w_id * atr_pct * |b + q a - (1 - q) r| * p_sd
+- the ensemble's own disagreement: ``p_sd`` = the standard deviation of the base models'
+  calibrated P(win), carried through the identity (delta method,
+  d exp_pnl / dp = atr_pct * (b + q a - (1 - q) r)): ``se_id = w_id * atr_pct * |b + q a -
+  (1 - q) r| * p_sd``;
+- the standard error of the ranking score's weight ``se(w_rank)`` (Fama-MacBeth over the
+  earlier out-of-sample sessions, their overlap counted): ``se_rank = se(w_rank) * atr_pct *
+  |percentile - 0.5|``::
+
+    exp_pnl_se  = sqrt(se_id^2 + se_rank^2)
+    exp_pnl_lb  = exp_pnl_net - z * exp_pnl_se
 
 A BUY needs ``exp_pnl_lb > 0`` (``fusion.expectancy_z``, default 1). ``etth_days`` (expected
 time to hit, in sessions) is the ATR-based proxy of a driftless random walk leaving the band
