@@ -25,8 +25,8 @@ from tasks.plan.outputs import REASON_WORDS, fmt, render_report, stop_code, writ
 from tasks.policy import policy_settings, store_version
 from tasks.risk.clamps import Book, Position, exposures
 from tasks.settings import load_settings
+from tests.browser import chromium, needs_chromium
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 DAY = pd.Timestamp("2021-06-30")
 N = 40
 NL = 100_000.0
@@ -120,24 +120,15 @@ def test_report_without_audit_or_orders_still_renders(written):
     assert "Trade plan (0 orders)" in html and "(no audit for this session)" in html
 
 
-@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-                    reason="Debian chromium/chromium-driver not installed (.ci/run installs them)")
+@needs_chromium
 def test_daily_report_in_headless_chromium(written, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.print_page_options import PrintOptions
 
     d, health, settings, out = written
     plan, audit = d.plan, d.audit
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1280,1600"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    find = driver.find_element
-    try:
+    with chromium(1280, 1600) as driver:
+        find = driver.find_element
         driver.get(Path(out["report"]).as_uri())
         # totals: cash of the new entries, gross exposure of the book, risk at stop
         entries = plan.loc[~plan["reason_tags"].str.contains("exit:sell_signal")]
@@ -225,5 +216,3 @@ def test_daily_report_in_headless_chromium(written, tmp_path):
             po.page_width, po.page_height = width, height
             pdf = base64.b64decode(driver.print_page(po))
             assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
-    finally:
-        driver.quit()

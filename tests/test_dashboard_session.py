@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -40,6 +38,7 @@ from tasks.operator.dashboard import (
 from tasks.paths import Paths
 from tasks.plan.build import _weights_info
 from tasks.settings import load_settings
+from tests.browser import chromium, free_port, needs_chromium, wait_until_serving
 from tests.conftest import use_home
 from tests.exec_helpers import plan_row, write_book, write_plan
 
@@ -47,7 +46,6 @@ D, NEXT = "2020-03-17", "2020-03-18"
 EXECUTED = ["2020-03-10", "2020-03-11", "2020-03-12", "2020-03-13", "2020-03-16", D]
 BASE = "2020-03-09"
 POLICY_MIX = {"short": 0.4, "mid": 0.3, "rl": 0.3}
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 EMPTY = {"buy_signals": 2, "orders": 0, "step": "gate:high_vol", "by_step": {"gate:high_vol": 2},
          "message": "empty book: 2 BUY signal(s), no order; zeroed by gate:high_vol 2"}
 
@@ -239,32 +237,18 @@ def test_token_warning(monkeypatch):
     assert token_warning(settings) is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def served(home, tmp_path_factory):
     """`hcp serve` over the home with no operator token set; its stderr goes to a file."""
     env = {k: v for k, v in os.environ.items() if k != "HCP_OPERATOR_TOKEN"}
     env.update(HCP_HOME=str(home.home))
-    port = _free_port()
+    port = free_port()
     err = tmp_path_factory.mktemp("serve") / "stderr.txt"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=err.open("w"))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {err.read_text()[-2000:]}")
+    wait_until_serving(proc, base, lambda: err.read_text())
     yield base, err
     proc.terminate()
     proc.wait(10)
@@ -282,21 +266,12 @@ def test_serve_warns_without_a_token_and_posts_are_closed(served):
     assert len(warning) == 1 and "POST /api/force-demo" in warning[0] and "401" in warning[0]
 
 
-@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-                    reason="Debian chromium/chromium-driver not installed (.ci/run installs them)")
+@needs_chromium
 def test_dashboard_shows_the_book_session_in_headless_chromium(served, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     base, _ = served
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1300,1500"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    try:
+    with chromium(1300, 1500) as driver:
         driver.get(base + "/")
         text = {k: driver.find_element(By.ID, k).text for k in
                 ("kpi-session", "session-date", "next-plan", "kpi-vol", "kpi-volz", "weights-used",
@@ -322,5 +297,3 @@ def test_dashboard_shows_the_book_session_in_headless_chromium(served, tmp_path)
         shot = tmp_path / "dashboard_session.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-    finally:
-        driver.quit()

@@ -14,27 +14,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
+from tests.browser import chromium, free_port, needs_chromium, wait_until_serving
 from tests.conftest import SMALL_ENV, use_home
 
 TOKEN = "op-token-for-tests"
 SPAN = ("2021-07-01", "2021-07-09")
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,21 +49,12 @@ def replayed(trained_home, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(replayed):
     folder, env = replayed
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--replay", str(folder),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
+    wait_until_serving(proc, base, lambda: proc.stdout.read().decode())
     yield base, folder / "sandbox"
     proc.terminate()
     proc.wait(10)
@@ -138,11 +122,8 @@ def test_posts_need_the_token_and_force_demo_is_persisted(server, replayed):
     assert refused.status_code == 409 and "no quarantine" in refused.json()["detail"]
 
 
-@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-                    reason="Debian chromium/chromium-driver not installed (.ci/run installs them)")
+@needs_chromium
 def test_dashboard_in_headless_chromium(server, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -152,13 +133,7 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
     base, root = server
     portfolio, equity, last = _state(root)
     health = _health(root, portfolio["as_of_session"])
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1300,1500"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    try:
+    with chromium(1300, 1500) as driver:
         driver.get(base + "/")
         text = {k: driver.find_element(By.ID, k).text for k in
                 ("kpi-mode", "kpi-nl", "kpi-daypnl", "kpi-dd", "kpi-session", "gpt-calls",
@@ -193,5 +168,3 @@ def test_dashboard_in_headless_chromium(server, tmp_path):
         shot = tmp_path / "dashboard.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-    finally:
-        driver.quit()
