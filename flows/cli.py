@@ -204,16 +204,19 @@ def features_cmd(
     out.print(f"{len(snap.features)} symbols x {snap.features.shape[1]} columns -> {out_path}")
 
 
-def _daily(date: str, force: bool) -> None:
+def _daily(date: str, force: bool, catch_up: tuple[str, str] | None = None) -> None:
     from flows import preflight
 
     settings, paths = load_settings(), Paths.from_env()
     day = preflight.daily_session(date, paths, settings)
+    preflight.daily_order(paths, settings, day, catch_up=catch_up is not None)
     preflight.active_model(paths)
     from flows.daily import daily  # Prefect: only once the session and the model are known good
     from tasks.health.checks import empty_book_line
 
-    res = daily(as_of=day.date().isoformat(), force=force)
+    res = daily(as_of=day.date().isoformat(), force=force,
+                catch_up_by=catch_up[0] if catch_up else None,
+                catch_up_reason=catch_up[1] if catch_up else None)
     state = "unchanged (same inputs; nothing recomputed)" if res.cached else res.status
     out.print(f"session {res.as_of}: {state}; {res.n_orders} orders")
     for name in ("plan", "audit", "signals", "health", "report", "latest_plan"):
@@ -237,9 +240,19 @@ def _daily(date: str, force: bool) -> None:
 def run_daily(
     date: Annotated[str, typer.Option(help="latest | previous-session | YYYY-MM-DD")] = "latest",
     force: Annotated[bool, typer.Option(help="Recompute even when nothing changed.")] = False,
+    catch_up: Annotated[bool, typer.Option("--catch-up",
+                                           help="Mark the sessions missing between the book and "
+                                                "this one skipped (book carried over unchanged; "
+                                                "needs --by and --reason; logged).")] = False,
+    by: Annotated[str | None, typer.Option(help="Who catches up (logged).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (logged).")] = None,
 ) -> None:
-    """The pre-market pipeline for one session (a Prefect flow run); exit 3 on a health ERROR."""
-    _daily(date, force)
+    """The pre-market pipeline for one session (a Prefect flow run); exit 3 on a health ERROR;
+    exit 2 when the book is not the session's (an unfinished intraday session, missing
+    sessions, a past session whose record is not kept)."""
+    from flows import preflight
+
+    _daily(date, force, preflight.operator_note(by, reason, "--catch-up") if catch_up else None)
 
 
 @run_app.command("nightly")
@@ -479,6 +492,7 @@ def _promote(paths: Paths, to: Slot, baseline_id: str, *, force: bool = False,
 @friendly
 def models_list() -> None:
     """List baselines with their span, schema hash and slot."""
+    from tasks.models.manifests import read_manifest_file
     from tasks.models.registry import list_baselines, read_registry
 
     paths = Paths.from_env()
@@ -487,7 +501,8 @@ def models_list() -> None:
     for col in ("id", "slot", "created_at", "training span", "schema"):
         table.add_column(col)
     for bid in list_baselines(paths):
-        m = json.loads((paths.models / bid / "manifest.json").read_text())
+        m = read_manifest_file(paths, bid, needs=("training_span", "created_at",
+                                                  "feature_schema_hash"))
         slot = ",".join(s for s in ("active", "shadow") if reg.get(s) == bid) or "-"
         span = f"{m['training_span']['start']}..{m['training_span']['end']}"
         table.add_row(bid, slot, m["created_at"], span, m["feature_schema_hash"])
@@ -506,15 +521,27 @@ def config_show() -> None:
 @config_app.command("check")
 @friendly
 def config_check(path: Annotated[Path | None, typer.Argument(help="YAML file.")] = None) -> None:
-    """Validate a settings file (default: the one in force); exit 2 with the reason if invalid."""
+    """Validate a settings file (default: the one in force); exit 2 with the reason if invalid.
+
+    The file in force must hold every section of the shipped config/app.yaml; another file
+    may be partial (an overlay): it is checked and the sections it leaves to the code
+    defaults are named."""
+    from tasks.settings import partial_sections
+
     load_settings(path)
-    out.print(f"ok: {path or config_path()}")
+    shown = path or config_path()
+    left = partial_sections(path)
+    note = (f" (partial: {', '.join(left)} from the code defaults; refused as the file in force)"
+            if left else "")
+    out.print(f"ok: {shown}{note}")
 
 
 register_execution(app, run_app)
 from flows.cli_policy import policy_app  # noqa: E402  (it uses the helpers above)
+from flows.cli_state import state_app  # noqa: E402
 
 app.add_typer(policy_app, name="policy")
+app.add_typer(state_app, name="state")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tasks.paths import Paths
 from tasks.settings import load_settings
@@ -51,25 +52,52 @@ def run_intraday(
                                                help="Run although the session before wrote no "
                                                     "plan: no new entries, open positions are "
                                                     "still managed.")] = False,
+    abandon: Annotated[bool, typer.Option("--abandon",
+                                          help="Close this unfinished session as it stands: no "
+                                               "new order, working orders cancelled, the book "
+                                               "committed (needs --by and --reason; logged).")
+                       ] = False,
+    catch_up: Annotated[bool, typer.Option("--catch-up",
+                                           help="Mark the sessions missing between the book and "
+                                                "this one skipped (book carried over unchanged; "
+                                                "needs --by and --reason; logged), then run "
+                                                "it.")] = False,
+    by: Annotated[str | None, typer.Option(help="Who abandons or catches up (logged).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (logged).")] = None,
 ) -> None:
     """Paper-execute one session (a Prefect flow run); live exits 2 listing the failed gates;
-    a session whose plan (the daily run of the session before) is missing exits 2."""
+    a session whose plan (the daily run of the session before) is missing exits 2, and so does
+    a session out of order (an unfinished earlier session, a later book, missing sessions)."""
     from flows import preflight
 
     settings, paths = load_settings(), Paths.from_env()
     chosen = mode.value if mode else settings.execution.mode
     simulated = not (bars or settings.execution.bars_path)
+    if abandon:
+        day = preflight.parse_day(date, "date")
+        preflight.require_session(settings.data.calendar, day)
+        who, why = preflight.operator_note(by, reason, "--abandon")
+        from tasks.execution.recovery import abandon_session
+
+        now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.print(escape(abandon_session(paths, settings, day.date().isoformat(), by=who,
+                                         reason=why, at=now)), soft_wrap=True)
+        return
+    note = preflight.operator_note(by, reason, "--catch-up") if catch_up else None
     day = preflight.intraday_session(date, paths, settings, simulated)
     session = day.date().isoformat()
     if chosen == "live":
         from tasks.execution.gates import require_live
 
         require_live(paths, settings, session)
-    if not without_plan:
+    order = preflight.intraday_order(paths, settings, day, catch_up=catch_up)
+    if not without_plan and order.action != "committed":
         preflight.plan_to_execute(paths, settings, day)
     from flows.intraday import intraday  # Prefect: only once every check above holds
 
-    res = intraday(session=session, bars=bars, mode=chosen)
+    res = intraday(session=session, bars=bars, mode=chosen,
+                   catch_up_by=note[0] if note else None,
+                   catch_up_reason=note[1] if note else None)
     s = res.summary
     state = "unchanged (already executed with these inputs)" if res.cached else "done"
     out.print(f"session {res.session} ({res.mode}): {state}; day P&L {s['day_pnl']:,.2f} "
@@ -85,24 +113,84 @@ def run_intraday(
 @tradelog_app.command("verify")
 @_friendly
 def tradelog_verify(
+    path: Annotated[Path | None, typer.Argument(
+        help="A trade log file, or a folder holding tradelog.jsonl or data/state/tradelog.jsonl "
+             "(relative to $HCP_HOME); default: $HCP_HOME's log.")] = None,
+    replay: Annotated[Path | None, typer.Option(
+        help="Check a replay's own log and key (reports/replay/<S>_<E>; relative to "
+             "$HCP_HOME).")] = None,
+    key_file: Annotated[Path | None, typer.Option(
+        help="The key to check with (default: the log's own, see docs/operations.md).")] = None,
     repair: Annotated[bool, typer.Option(help="Move a torn last line to a side file (noted in "
                                               "the chain) and verify again.")] = False,
+    adopt_legacy: Annotated[bool, typer.Option(
+        "--adopt-legacy", help="A log written before keys: make its key and anchor its records "
+                               "(logged; needs --by and --reason).")] = False,
+    cut_from: Annotated[int | None, typer.Option(
+        help="Move the first bad record (this line) and every line after it to a side file, "
+             "noted in the chain (logged; needs --by and --reason).")] = None,
+    by: Annotated[str | None, typer.Option(help="Who repairs (logged).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (logged).")] = None,
 ) -> None:
-    """Check the hash chain; exit 1 naming the first bad record (or a torn last line)."""
-    from tasks.execution.tradelog import TradeLog, tradelog_path, verify
+    """Check the hash chain and the MACs; exit 1 naming the first bad record (or a torn last
+    line, a keyed log whose key is missing, records not keyed yet, an anchor the log lacks),
+    2 when there is no such log."""
+    from tasks.execution import tradelog as tl
+    from tasks.execution.tradelog import (
+        TradeLog,
+        check_state_anchors,
+        key_for_log,
+        key_path,
+        load_key,
+        scan,
+        tradelog_path,
+    )
+    from tasks.paths import resolve_user_path
 
-    paths = Paths.from_env()
-    path = tradelog_path(paths)
-    res = verify(paths)
-    if repair and res.torn and not res.first_bad:
-        now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-        _, side = TradeLog.open(paths, recovery={"session": None, "mode": None, "timestamp": now})
+    home = Paths.from_env()
+    if path is not None and replay is not None:
+        raise ValueError("give a log path or --replay, not both")
+    if replay is not None:
+        from flows.cli_operator import paths_for
+
+        box = paths_for(replay)
+        log, key = tradelog_path(box), key_path(box)
+    elif path is not None:
+        log = resolve_user_path(path, home.home)
+        if log.is_dir():
+            inside = [log / "tradelog.jsonl", log / "data" / "state" / "tradelog.jsonl"]
+            log = next((f for f in inside if f.is_file()), inside[0])
+        if not log.is_file():
+            raise FileNotFoundError(f"no trade log at {log}")
+        key = key_for_log(log, home)
+    else:
+        log, key = tradelog_path(home), key_path(home)
+    key = resolve_user_path(key_file, home.home) if key_file is not None else key
+    now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    if adopt_legacy or cut_from is not None:
+        if adopt_legacy and cut_from is not None:
+            raise ValueError("--adopt-legacy and --cut-from are separate repairs: one at a time")
+        if not (by or "").strip() or not (reason or "").strip():
+            raise ValueError("a trade log repair needs --by and --reason (both logged)")
+        if adopt_legacy:
+            tl.adopt_legacy(log, key, by=by, reason=reason, at=now)
+            out.print(f"adopted: the records before the key are anchored; key {key}")
+        else:
+            side = tl.cut_from(log, key, cut_from, by=by, reason=reason, at=now)
+            out.print(f"line {cut_from} and after moved to {side} (noted in the chain)")
+    res, records = scan(log, load_key(key), key)
+    if repair and res.torn and not res.first_bad and not res.problem:
+        _, side = TradeLog.open_file(log, key, recovery={"session": None, "mode": None,
+                                                         "timestamp": now})
         out.print(f"torn last line moved to {side}")
-        res = verify(paths)
-    if res.ok:
-        out.print(res.message(path))
+        res, records = scan(log, load_key(key), key)
+    anchors = check_state_anchors(log.parent, records) if log.name == "tradelog.jsonl" else []
+    if res.ok and not res.unkeyed and not anchors:
+        out.print(res.message(log))
         return
-    console.print(f"[red]FAILED[/red] {res.message(path)}")
+    text = res.message(log) if not res.ok or res.unkeyed else f"{log}: {anchors[0]}"
+    more = f" (+{len(anchors) - 1} more anchors)" if len(anchors) > 1 else ""
+    console.print(f"[red]FAILED[/red] {escape(text)}{more}", soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -133,16 +221,23 @@ def status_cmd(
 def quarantine_clear(
     by: Annotated[str, typer.Option(help="Who overrides (logged).")],
     reason: Annotated[str, typer.Option(help="Why (logged; required).")],
-    session: Annotated[str | None, typer.Option(help="Session the override applies to "
-                                                     "(default: today).")] = None,
+    session: Annotated[str | None, typer.Option(help="Session the override applies to, "
+                                                     "YYYY-MM-DD (default: the book's session, "
+                                                     "else today).")] = None,
 ) -> None:
     """Operator override: clear a demo quarantine or kill-switch cool-off early (logged)."""
-    from tasks.execution.quarantine import clear_quarantine
+    from rich.markup import escape
 
+    from flows.preflight import parse_day
+    from tasks.operator.status import clear_quarantine
+
+    day = parse_day(session, "session").date().isoformat() if session else None
     at = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-    new = clear_quarantine(Paths.from_env(), load_settings(), at=at, by=by, reason=reason,
-                           source="operator", session=session)
-    out.print(f"cleared: {new['history'][-1]['cleared']} by {by}: {reason}")
+    done = clear_quarantine(Paths.from_env(), load_settings(), at=at, by=by, reason=reason,
+                            session=day)
+    last = done["history"][-1]
+    out.print(f"cleared on {done['session']}: {last['cleared']} by {escape(last['by'])}: "
+              f"{escape(last['reason'])}")
 
 
 def register(app: typer.Typer, run_app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from tasks.operator.dashboard import money, pct, signed
 from tasks.operator.notify import dispatch_pending
 from tasks.paths import Paths, SandboxPaths, resolve_user_path
 from tasks.settings import load_settings
+from tasks.statefiles import escape_text
 
 alerts_app = typer.Typer(help="Operator alerts and notifications.", invoke_without_command=True)
 console = Console(stderr=True)
@@ -36,8 +37,8 @@ def alerts_cmd(
     table = Table(title=f"alerts ({len(rows)} shown)")
     for col in ("at", "session", "level", "code", "text"):
         table.add_column(col)
-    for a in rows:
-        table.add_row(a["at"], a["session"], a["level"], a["code"], a["text"])
+    for a in rows:  # stored text is never trusted to be escaped: no forged line or colour
+        table.add_row(*(_cell(a.get(k)) for k in ("at", "session", "level", "code", "text")))
     out.print(table)
     if send:
         cfg = load_settings().operator.notify
@@ -48,6 +49,12 @@ def alerts_cmd(
             console.print(f"no channel configured: set {cfg.webhook_url_env} and/or "
                           f"{cfg.telegram_token_env} + {cfg.telegram_chat_env}")
         out.print(f"sent {res.sent}; failed (will retry) {len(res.failed)}; given up {len(res.given_up)}")
+
+
+def _cell(value: Any) -> str:
+    """Stored (possibly operator-written) text for a terminal: control characters escaped,
+    rich markup shown literally."""
+    return escape(escape_text("" if value is None else str(value)))
 
 
 def paths_for(replay: Path | None) -> Paths:
@@ -120,7 +127,8 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
     top = Table(title="hybrid control plane", show_header=True)
     for col in ("mode", "net liquidity", "day P&L", "DD%", "vol regime", "LLM calls", "policy"):
         top.add_column(col)
-    mode = ex["mode"] + (" (forced by operator)" if risk["mode"]["forced_demo"] else "")
+    forced = risk["mode"]
+    mode = ex["mode"] + (" (forced by operator)" if forced["forced_demo"] else "")
     vol = str(risk["vol_regime"] or "n/a")
     if risk.get("vol_z") is not None:
         vol += f" (z {signed(risk['vol_z'])})"
@@ -128,6 +136,9 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
                 pct(risk["drawdown"]), vol, f"{budget['used']}/{budget['limit']}",
                 learn["policy_version"])
     out.print(top)
+    if forced["forced_demo"]:
+        out.print(f"demo forced by {_cell(forced.get('forced_by'))}: "
+                  f"{_cell(forced.get('forced_reason'))}")
     applied = learn.get("weights_used")
     out.print(f"blend weights used ({s.get('session') or 'n/a'}): "
               + escape(applied["text"] if applied else "n/a (not recorded for this session)"))
@@ -159,6 +170,6 @@ def print_status(ex: dict[str, Any], s: dict[str, Any]) -> None:
     for col in ("at", "session", "level", "text"):
         alerts.add_column(col)
     for a in s["alerts"][:8]:
-        alerts.add_row(escape(str(a.get("at", ""))), escape(str(a.get("session", ""))),
-                       str(a.get("level", "")), escape(str(a.get("text", ""))))
+        alerts.add_row(_cell(a.get("at", "")), _cell(a.get("session", "")),
+                       _cell(a.get("level", "")), _cell(a.get("text", "")))
     out.print(alerts)

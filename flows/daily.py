@@ -5,7 +5,12 @@ calibration -> escalation triggers (and bounded policy deltas) -> regime gates -
 sizing -> hard clamps -> conflict notes -> health -> outputs.
 
 Only tasks that touch the disk retry. A re-run with the same inputs (see
-:mod:`tasks.plan.runs`) does nothing and returns the recorded result.
+:mod:`tasks.plan.runs`) does nothing and returns the recorded result, except that it raises
+the alerts its record lists and ``alerts.jsonl`` lacks (a run stopped after its record).
+
+The book is the book of the session (:func:`tasks.state.session_book`): an unfinished
+intraday session up to D, missing sessions between the book and D (unless an explicit, logged
+catch-up marks them skipped) and a past session without its committed record refuse.
 """
 
 from __future__ import annotations
@@ -18,14 +23,14 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.alerts import alert_health
+from tasks.alerts import bad_alert_lines, health_alerts, missing_specs, raise_specs
 from tasks.data.calendar import previous_session
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.schemas import StoreBarFrame
 from tasks.data.store import load_bars, load_constituents, read_manifest
 from tasks.escalation import daily as esc_daily
 from tasks.escalation.inputs import fingerprint as escalation_inputs
-from tasks.io import atomic_write_parquet
+from tasks.io import atomic_write_parquet, fault_point
 from tasks.models.registry import Baseline, RegistryError, load_baseline, read_registry
 from tasks.models.scoring import calibrate_scores, raw_scores, wide_scores
 from tasks.operator.notify import notify_pending
@@ -34,7 +39,7 @@ from tasks.plan import build, outputs, runs, session
 from tasks.plan.context import context_source, context_status
 from tasks.policy import policy_settings
 from tasks.settings import AppSettings, load_settings
-from tasks.state import load_book, load_episodes
+from tasks.state import load_episodes, session_book
 
 
 @dataclass
@@ -125,7 +130,7 @@ def session_state(day: pd.Timestamp, paths: Paths, settings: AppSettings, active
     source, book and episodes in force, and the run key they give."""
     policy, version = esc_daily.session_policy(paths, settings, day.date().isoformat())
     ctx_src = context_source(settings.daily.context_path, paths.home)
-    book, book_info = load_book(paths, settings)
+    book, book_info = session_book(paths, settings, day.date().isoformat())
     episodes, ep_info = load_episodes(paths)
     parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
                       book_info, ep_info)
@@ -306,26 +311,59 @@ def shadow_signals(shadow_scores: pd.DataFrame, inp: build.SessionInputs, model_
 
 
 @task(cache_policy=NO_CACHE)
-def alerts_task(paths: Paths, settings: AppSettings, day: str, health: dict) -> None:
-    """Operator alerts from the health report, then any pending notifications."""
-    alert_health(paths, day, health, pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+def alerts_task(paths: Paths, settings: AppSettings, day: str, specs: list[dict]) -> None:
+    """The run's operator alerts (those its record lists and alerts.jsonl lacks), then any
+    pending notifications. Lines of alerts.jsonl that are not records are counted, not fatal."""
+    raise_specs(paths, day, missing_specs(paths, day, specs))
+    bad = bad_alert_lines(paths)
+    if bad:
+        get_run_logger().warning("alerts.jsonl: %d line(s) are not alert records (torn, foreign "
+                                 "or non-UTF-8 bytes; first at line %d): skipped", len(bad),
+                                 bad[0])
     notify_pending(paths, settings)
 
 
+def prepare_state(paths: Paths, settings: AppSettings, d: str,
+                  catch_up: tuple[str, str] | None = None) -> None:
+    """Before the run: leftovers of killed writes in the session folders are removed, the order
+    of sessions is checked (refusals raise), and with ``catch_up`` (by, reason) the missing
+    sessions are marked skipped (logged, under the intraday lock)."""
+    from tasks.execution import ledger
+    from tasks.statefiles import remove_temp_files
+
+    for folder in (ledger.state_dir(paths) / "sessions", ledger.execution_dir(paths)):
+        remove_temp_files(folder, older_than_s=60.0)
+    where = ledger.daily_book(paths, settings.data.calendar, d, catch_up=catch_up is not None)
+    if where.catch_up and catch_up is not None:
+        from tasks.execution.recovery import mark_skipped
+
+        with runs.session_lock(paths, "intraday"):
+            mark_skipped(paths, settings, list(where.catch_up), by=catch_up[0],
+                         reason=catch_up[1], into=d,
+                         at=pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
 @flow(name="daily", log_prints=False)
-def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
-    """Pre-market run for session ``as_of`` ('latest', 'previous-session' or YYYY-MM-DD)."""
+def daily(as_of: str | None = None, force: bool = False, catch_up_by: str | None = None,
+          catch_up_reason: str | None = None) -> DailyResult:
+    """Pre-market run for session ``as_of`` ('latest', 'previous-session' or YYYY-MM-DD);
+    ``catch_up_by`` / ``catch_up_reason``: mark the sessions missing between the book and
+    ``as_of`` skipped first (logged)."""
     logger = get_run_logger()
     settings, paths = load_settings(), Paths.from_env()
     day = resolve_as_of(as_of, paths.store, settings.data.calendar)
     d = day.date().isoformat()
     with runs.session_lock(paths, d):
+        catch_up = (catch_up_by or "", catch_up_reason or "") \
+            if (catch_up_by or catch_up_reason) else None
+        prepare_state(paths, settings, d, catch_up)
         active, shadow = load_models(paths)
         st = session_state(day, paths, settings, active, shadow)
         key, parts = st.key, st.parts
         cached = None if force else runs.cached_record(paths, d, key)
         if cached:
             logger.info("session %s already done with the same inputs (run key %s)", d, key)
+            alerts_task(paths, settings, d, cached.get("alerts", []))
             return _result(cached, cached=True)
         bars, constituents = load_bars_task(paths.store, history_start(day, settings), day)
         bars = validate_task(bars, day)
@@ -354,9 +392,12 @@ def daily(as_of: str | None = None, force: bool = False) -> DailyResult:
         add_warnings(health, esc_daily.health_warnings(esc.summary))
         written = write_outputs_task(paths, d, decision, health, shadow_frame, today)
         record = runs.make_record(key, parts, health, len(decision.plan), written)
-        runs.write_record(paths, d, record)
+        record["alerts"] = health_alerts(
+            health, pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"))
+        runs.write_record(paths, d, record)  # the commit point of the run's outputs
+        fault_point("daily_after_record")
         publish_artifacts(d, decision, health)
-        alerts_task(paths, settings, d, health)
+        alerts_task(paths, settings, d, record["alerts"])
         logger.info("session %s: %s, %d orders -> %s", d, record["status"], len(decision.plan),
                     written["plan"])
         if health.get("empty_book"):

@@ -3,19 +3,23 @@
 gates (live only) -> inputs (plan, bars: a user parquet or the seeded simulation, input key)
 -> engine (orders through the same clamp module as the daily plan, stops 1.8 / trailing 1.2 /
 take-profit 2.5 ATR, kill switch, failure modes, trade log) -> outputs (sessions/<D>.json,
-equity.parquet, portfolio.json, episodes.parquet). A finished session with the same inputs is
-returned as recorded (no order is placed again); a session a crash interrupted resumes.
-See docs/execution.md.
+equity.parquet, portfolio.json, kill_switch.json, then the committed execution record). A
+finished session with the same inputs is returned as recorded (no order is placed again); a
+session a crash interrupted resumes. Sessions run in order (:func:`tasks.execution.runner.admit`):
+an unfinished earlier session, a later book or missing sessions refuse, unless the flow is
+given an explicit catch-up (``catch_up_by`` / ``catch_up_reason``: the missing sessions are
+marked skipped, logged). See docs/execution.md.
 """
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.execution.gates import require_live
 from tasks.execution.inputs import Prepared, prepare
-from tasks.execution.runner import IntradayResult, cached_result, conclude, execute
+from tasks.execution.runner import CatchUp, IntradayResult, admit, cached_result, conclude, execute
 from tasks.execution.state import SessionState
 from tasks.operator.notify import notify_pending
 from tasks.paths import Paths
@@ -43,15 +47,27 @@ def outputs_task(paths: Paths, settings: AppSettings, st: SessionState) -> Intra
 
 
 @flow(name="intraday", log_prints=False)
-def intraday(session: str, bars: str | None = None, mode: str | None = None) -> IntradayResult:
+def intraday(session: str, bars: str | None = None, mode: str | None = None,
+             catch_up_by: str | None = None, catch_up_reason: str | None = None
+             ) -> IntradayResult:
     """Paper-execute session ``session`` (YYYY-MM-DD); ``bars``: a parquet of intraday bars
-    (default: simulated from the day's OHLC); ``mode``: demo (default) or live (every gate)."""
+    (default: simulated from the day's OHLC); ``mode``: demo (default) or live (every gate);
+    ``catch_up_by`` and ``catch_up_reason``: mark missing sessions before it skipped (logged)."""
     logger = get_run_logger()
     settings, paths = load_settings(), Paths.from_env()
     mode = mode or settings.execution.mode
     if mode == "live":
         require_live(paths, settings, session)
+    catch_up = None
+    if catch_up_by or catch_up_reason:
+        catch_up = CatchUp(catch_up_by or "", catch_up_reason or "",
+                           pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"))
     with session_lock(paths, "intraday"):
+        order = admit(paths, settings, session, catch_up)
+        if order.catch_up:
+            logger.warning("session %s: %d missing session(s) %s..%s marked skipped by %s",
+                           session, len(order.catch_up), order.catch_up[0], order.catch_up[-1],
+                           catch_up_by)
         prep = inputs_task(paths, settings, session, mode, bars)
         cached = cached_result(paths, prep)
         if cached is not None:

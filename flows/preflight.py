@@ -8,6 +8,11 @@ says what is wrong and what to run; the command line prints it and exits 2.
 Only light modules are imported: settings, the calendar, JSON files on disk. The flows, the model
 code and the execution layer take seconds to import, so the few facts needed from them (where
 the registry and the plans lie) are read here directly.
+
+The state files a command's flow reads are checked here too (:func:`state_files`, the table of
+:mod:`tasks.statespecs`): a damaged one stops the command with the one line of its
+:class:`~tasks.statefiles.StateFileError` (the file, what is wrong, the repair) before Prefect
+starts, instead of a traceback from inside a flow run.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ def daily_session(date: str | None, paths: Paths, settings: AppSettings,
         day = parse_day(date, "date", "YYYY-MM-DD, latest or previous-session")
     require_in_store(day, paths)
     require_session(code, day)
+    state_files(paths, settings, DAILY_STATE, day)
     return day
 
 
@@ -119,6 +125,7 @@ def nightly_session(date: str, paths: Paths, settings: AppSettings,
         now = today if today is not None else pd.Timestamp.now().normalize()
         day = previous_session(settings.data.calendar, now)
         require_in_store(day, paths)
+        state_files(paths, settings, DAILY_STATE, day)
         return day
     if date not in (None, "", "latest"):
         parse_day(date, "date", "YYYY-MM-DD, today or latest")
@@ -133,6 +140,7 @@ def intraday_session(date: str, paths: Paths, settings: AppSettings,
     if simulated:
         require_in_store(day, paths)
     require_session(settings.data.calendar, day)
+    state_files(paths, settings, INTRADAY_STATE, day)
     return day
 
 
@@ -155,35 +163,65 @@ def replay_span(start: str, end: str, paths: Paths, settings: AppSettings
     if days.empty:
         raise Refused(f"no {CALENDAR_NAMES.get(code, code)} session between {_iso(s)} and "
                       f"{_iso(e)}")
+    state_files(paths, settings, ["policy"])
     return days[0], days[-1]
 
 
-def active_model(paths: Paths) -> dict[str, Any]:
-    """The manifest of the active baseline (as flows.daily.load_models needs it)."""
-    registry = paths.models / "registry" / "manifest.json"  # tasks.models.registry's layout
-    active = json.loads(registry.read_text()).get("active") if registry.is_file() else None
+def _active_manifest(paths: Paths) -> dict[str, Any]:
+    """The active baseline's manifest, read strictly (a damaged registry or manifest is one
+    line naming the file)."""
+    from tasks.models.manifests import manifest_path, read_manifest_file, read_registry_file
+
+    active = read_registry_file(paths).get("active")
     if not active:
         raise Refused("no active model: run `hcp train` (or `hcp promote --to active --id ID`)")
-    manifest = paths.models / active / "manifest.json"
-    if not manifest.is_file():
+    if not manifest_path(paths, active).is_file():
         raise Refused(f"the active model {active} is missing from {paths.models}: run "
                       "`hcp train` (or `hcp promote --to active --id ID`)")
-    meta = json.loads(manifest.read_text())
+    meta = read_manifest_file(paths, active) or {}
     if "payoff" not in meta:
         raise Refused(f"the active model {active} predates the payoff statistics the plan "
                       "needs: retrain it (`hcp train`)")
     return meta
 
 
+def active_model(paths: Paths, settings: AppSettings | None = None) -> dict[str, Any]:
+    """The manifest of the active baseline (as flows.daily.load_models needs it); the registry,
+    the slotted baselines' manifests and cut points checked."""
+    meta = _active_manifest(paths)
+    state_files(paths, settings, MODEL_STATE)
+    return meta
+
+
 def replay_model(paths: Paths, first: pd.Timestamp) -> None:
     """The active model, trained on bars before the replay's first session (point in time)."""
-    meta = active_model(paths)
-    trained_to = meta.get("training_span", {}).get("end")
+    meta = _active_manifest(paths)
+    trained_to = (meta.get("training_span") or {}).get("end")
     if trained_to and pd.Timestamp(trained_to) >= first:
         raise Refused(f"active baseline {meta.get('id', '?')} was trained on bars up "
                       f"to {trained_to}, not before the first replayed session {_iso(first)}: "
                       f"train one with `hcp train --train-end <a date before {_iso(first)}>` "
                       "and promote it")
+    state_files(paths, None, MODEL_STATE)
+
+
+#: The state files each command's flow reads (names of :mod:`tasks.statespecs`' table).
+DAILY_STATE = ["policy", "budget", "escalation-record"]
+MODEL_STATE = ["registry", "model"]
+INTRADAY_STATE = ["quarantine", "operator", "policy", "registry", "model", "budget",
+                  "escalation-record"]
+STATUS_STATE = None  # every file of the table
+
+
+def state_files(paths: Paths, settings: AppSettings | None, names: list[str] | None,
+                day: pd.Timestamp | str | None = None) -> None:
+    """Stop with the first damaged state file's one line (the file, what is wrong, the
+    repair) among ``names`` (``day``: the session of the per-session files)."""
+    import tasks.statespecs  # noqa: F401  (fills the table)
+    from tasks.statefiles import require_states
+
+    session = _iso(day) if isinstance(day, pd.Timestamp) else day
+    require_states(paths, settings, names, session)
 
 
 def plan_to_execute(paths: Paths, settings: AppSettings, day: pd.Timestamp) -> Path:
@@ -195,3 +233,42 @@ def plan_to_execute(paths: Paths, settings: AppSettings, day: pd.Timestamp) -> P
         raise Refused(f"no plan for session {_iso(day)}: it executes the plan of {before}, "
                       f"which does not exist; run `hcp run daily --date {before}` first")
     return path
+
+
+# --- the book, the kill switch and the session records ------------------------------------
+# Read strictly and in session order before a flow starts (tasks.execution.ledger is light:
+# pydantic, the calendar and JSON files): a damaged file is a one-line StateFileError naming
+# it and its repair, an out-of-order session a one-line SessionOrderError naming the way out.
+
+def intraday_order(paths: Paths, settings: AppSettings, day: pd.Timestamp,
+                   catch_up: bool = False) -> Any:
+    """Where ``hcp run intraday --date D`` stands in the order of sessions: refuses an
+    unfinished earlier session, a later book, a gap (unless ``catch_up``), and a new session
+    whose plan is not its daily run's committed output."""
+    from tasks.execution import ledger
+
+    session = _iso(day)
+    order = ledger.intraday_order(paths, settings.data.calendar, session, catch_up=catch_up)
+    if order.action == "new":
+        before = _iso(previous_session(settings.data.calendar, day - pd.Timedelta(days=1)))
+        problem = ledger.plan_commit_problem(paths, before)
+        if problem:
+            raise Refused(f"session {session} executes the plan of {before}, but {problem}")
+    return order
+
+
+def daily_order(paths: Paths, settings: AppSettings, day: pd.Timestamp,
+                catch_up: bool = False) -> Any:
+    """The book ``hcp run daily --date D`` sizes against (the book of its own session):
+    refuses an unfinished session up to D, a gap (unless ``catch_up``) and a past session
+    whose committed record is not kept."""
+    from tasks.execution import ledger
+
+    return ledger.daily_book(paths, settings.data.calendar, _iso(day), catch_up=catch_up)
+
+
+def operator_note(by: str | None, reason: str | None, what: str) -> tuple[str, str]:
+    """``--by`` and ``--reason`` of a logged operator action (both required, not blank)."""
+    if not (by or "").strip() or not (reason or "").strip():
+        raise Refused(f"{what} needs --by NAME and --reason TEXT (it is logged)")
+    return str(by), str(reason)

@@ -3,21 +3,24 @@
 ``data/state/alerts.jsonl`` holds one record per alert: ``{"at", "session", "code", "level",
 "text", "data"}``. The texts are the runbook's; ``code`` is a stable key for filters and
 notifications. An alert is appended once per ``(session, code, key)``: a re-run of the same
-session does not repeat it. Appends hold an exclusive lock and are fsynced.
+session does not repeat it, and a step that failed after deciding an alert raises it again on
+its re-run (the daily run record and the session record list the alerts a step raises).
+
+Appends go through :func:`tasks.statefiles.append_jsonl_unlocked` under the file's lock
+(``alerts.jsonl.lock``: concurrent writers are serialised, the once-per-key check and the append
+are one step) and are fsynced; a torn last line (a write cut by a crash) is closed before the
+next record, so a new alert is never glued onto it. Lines that are not JSON records (torn,
+foreign or non-UTF-8 bytes) are counted and reported with a warning, and never stop a run.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from tasks.paths import Paths
+from tasks.statefiles import append_jsonl_unlocked, locked_jsonl, read_jsonl
 
 log = logging.getLogger("hcp.alerts")
 
@@ -60,27 +63,11 @@ def render(code: str, data: dict[str, Any]) -> str:
     return TEXTS[code].format(**fields)
 
 
-@contextmanager
-def _locked_append(path: Path) -> Iterator[Any]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield fh
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _seen(fh: Any, session: str, code: str, key: str) -> bool:
-    fh.seek(0)
-    for line in fh:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if (rec.get("session"), rec.get("code"), rec.get("key")) == (session, code, key):
-            return True
-    return False
+def _warn_bad_lines(path: Path, bad: list[int]) -> None:
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        log.warning("%s: %d line(s) are not alert records (torn, foreign or non-UTF-8 bytes; "
+                    "lines %s): skipped", path, len(bad), shown)
 
 
 def raise_alert(paths: Paths, code: str, *, session: str, at: str, level: Level = "WARN",
@@ -92,45 +79,62 @@ def raise_alert(paths: Paths, code: str, *, session: str, at: str, level: Level 
     data = dict(data or {})
     record = {"at": at, "session": session, "code": code, "level": level, "key": key,
               "text": render(code, data), "data": data}
-    with _locked_append(alerts_path(paths)) as fh:
-        if _seen(fh, session, code, key):
+    path = alerts_path(paths)
+    with locked_jsonl(path):
+        known = read_jsonl(path)
+        if any((r.get("session"), r.get("code"), r.get("key")) == (session, code, key)
+               for r in known.records):
             return None
-        fh.seek(0, os.SEEK_END)
-        fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        append_jsonl_unlocked(path, record)
+    _warn_bad_lines(path, known.bad_lines)
     log.log(_LOG_LEVELS[level], "%s [%s] %s", session, code, record["text"])
     return record
 
 
+def bad_alert_lines(paths: Paths) -> list[int]:
+    """Line numbers of alerts.jsonl that are not alert records (1-based)."""
+    return read_jsonl(alerts_path(paths)).bad_lines
+
+
 def read_alerts(paths: Paths, session: str | None = None) -> list[dict[str, Any]]:
-    """All alerts (or one session's), oldest first; an unreadable line is skipped and logged."""
+    """All alerts (or one session's), oldest first; lines that are not records are skipped
+    and counted in a warning."""
     path = alerts_path(paths)
-    if not path.is_file():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s:%d is not JSON; skipped", path, n)
-            continue
-        if session is None or rec.get("session") == session:
-            out.append(rec)
-    return out
+    got = read_jsonl(path)
+    _warn_bad_lines(path, got.bad_lines)
+    return [r for r in got.records if session is None or r.get("session") == session]
+
+
+def health_alerts(health: dict[str, Any], at: str) -> list[dict[str, Any]]:
+    """The daily health's operator alerts as specs ``{code, level, key, at, data}``: ERROR
+    (stop trading), missing RL hints, and an empty book (BUY signals but no BUY order; the
+    text names the step that zeroed it)."""
+    summary = health.get("summary", {})
+    specs = []
+    if summary.get("status") == "ERROR":
+        specs.append({"code": "health_error", "level": "ERROR",
+                      "data": {"errors": "; ".join(summary.get("errors", []))}})
+    if any(w.startswith("RL models unavailable") for w in summary.get("warnings", [])):
+        specs.append({"code": "rl_missing", "level": "WARN", "data": {}})
+    if health.get("empty_book"):
+        specs.append({"code": "empty_book", "level": "WARN", "data": dict(health["empty_book"])})
+    return [{"key": "", "at": at, **s} for s in specs]
+
+
+def raise_specs(paths: Paths, session: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Raise alert specs (idempotent: those already in the file are left); the new records."""
+    raised = [raise_alert(paths, s["code"], session=session, at=s["at"], level=s["level"],
+                          key=s.get("key", ""), data=s.get("data")) for s in specs]
+    return [r for r in raised if r is not None]
+
+
+def missing_specs(paths: Paths, session: str, specs: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """The specs whose alert is not in alerts.jsonl."""
+    have = {(r.get("code"), r.get("key")) for r in read_alerts(paths, session)}
+    return [s for s in specs if (s["code"], s.get("key", "")) not in have]
 
 
 def alert_health(paths: Paths, session: str, health: dict[str, Any], at: str) -> list[dict[str, Any]]:
-    """The daily health's operator alerts: ERROR (stop trading), missing RL hints, and an empty
-    book (BUY signals but no BUY order; the text names the step that zeroed it)."""
-    summary = health.get("summary", {})
-    raised = []
-    if summary.get("status") == "ERROR":
-        raised.append(raise_alert(paths, "health_error", session=session, at=at, level="ERROR",
-                                  data={"errors": "; ".join(summary.get("errors", []))}))
-    if any(w.startswith("RL models unavailable") for w in summary.get("warnings", [])):
-        raised.append(raise_alert(paths, "rl_missing", session=session, at=at, level="WARN"))
-    if health.get("empty_book"):
-        raised.append(raise_alert(paths, "empty_book", session=session, at=at, level="WARN",
-                                  data=dict(health["empty_book"])))
-    return [r for r in raised if r is not None]
+    """Raise the daily health's operator alerts (see :func:`health_alerts`)."""
+    return raise_specs(paths, session, health_alerts(health, at))

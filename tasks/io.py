@@ -93,20 +93,35 @@ def atomic_write_parquet(path: Path, df: pd.DataFrame) -> Path:
 
 
 def replace_dir(target: Path, build: Callable[[Path], None]) -> Path:
-    """Build a folder in a temp sibling, then swap it in place of ``target``."""
+    """Build a folder in a temp sibling, then swap it in place of ``target``.
+
+    The swap is two renames (``target`` -> ``.old-<name>``, the new one -> ``target``) under
+    the lock ``.<name>.lock`` beside it. A kill between them leaves no ``target`` and the
+    previous folder in ``.old-<name>``: the next swap puts it back first, and readers undo it
+    under the same lock (:func:`tasks.data.store.recover_store`). A failed second rename puts
+    the previous folder back before the error goes on."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
     old = target.with_name(f".old-{target.name}")
     try:
         build(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+        with exclusive_lock(target.with_name(f".{target.name}.lock")):
+            if not target.exists() and old.is_dir():  # a swap cut short: the previous one
+                os.replace(old, target)
+            shutil.rmtree(old, ignore_errors=True)
+            if target.exists():
+                os.replace(target, old)
+            fault_point("replace_dir")  # tests: a kill between the two renames
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if old.is_dir() and not target.exists():
+                    os.replace(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -139,3 +154,19 @@ def exclusive_lock(lock_file: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+FAULT_ENV = "HCP_FAULT_INJECT"  # tests only: "<point>:<n>" exits the process at the n-th <point>
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Crash the process (like SIGKILL: no clean-up, no flush) at a named point when
+    ``HCP_FAULT_INJECT`` is ``<name>:<n>`` and this is the n-th time the point is reached.
+    The crash tests use it to stop a run between two writes of a commit."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec.startswith(name + ":"):
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] == int(spec.split(":")[1]):
+        os._exit(137)

@@ -101,3 +101,8 @@ def resolve_user_path(path: Path, home: Path) -> Path:
     if not under_home.exists() and path.exists():
         return path.resolve()
     return under_home
+
+
+def state_dir(paths: Paths) -> Path:
+    """``data/state`` of a home: the book, the kill switch, the logs and the other state files."""
+    return paths.data / "state"

@@ -6,19 +6,50 @@ version in force. A version id is ``pol-`` plus the first 12 hex digits of the s
 policy's canonical JSON, so the same policy always has the same id and every plan and trade
 is stamped with it. ``history.jsonl`` records every change of the version in force (a new
 version or a rollback); :func:`diff_versions` shows a git-style diff of two versions.
+
+Every state file here is read strictly: a version file must hash to its id (every load checks
+it, not only a rollback), the pointer is required once the history has any entry and must name
+the version the history's last change made current. A missing or edited version, a lost or
+swapped pointer is a :class:`~tasks.statefiles.StateFileError` naming the file; the configured
+default is never put in place of the escalated policy. ``hcp state repair policy`` rebuilds
+the pointer from the history (:func:`repair_pointer`).
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.io import atomic_write_json, exclusive_lock, to_json_bytes
 from tasks.paths import Paths
 from tasks.settings import AppSettings
+from tasks.statefiles import StateFileError, append_jsonl, load_json_state, read_jsonl
+
+VERSION_ID = r"^pol-[0-9a-f]{12}$"
+REMEDY = ("repair it with `hcp state repair policy --by NAME --reason TEXT [--version V]` "
+          "(moves damaged versions aside, points at the version the policy history made "
+          "current, else at V)")
+
+
+class PolicyPointer(BaseModel):
+    """``current.json``: the version in force."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(pattern=VERSION_ID)
+
+
+class PolicyVersionFile(BaseModel):
+    """``pol-<id>.json``: one stored version (its policy must hash to ``version``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(pattern=VERSION_ID)
+    parent: str | None
+    reason: str
+    created_at: str
+    policy: dict[str, Any]
 
 
 def policy_dir(paths: Paths) -> Path:
@@ -50,21 +81,81 @@ def current_version(paths: Paths, settings: AppSettings) -> str:
     return current_policy(paths, settings)[1]
 
 
-def current_policy(paths: Paths, settings: AppSettings) -> tuple[dict[str, Any], str]:
-    """(policy, version id) in force: the stored current version, else the configured default."""
+def _history_path(paths: Paths) -> Path:
+    return policy_dir(paths) / "history.jsonl"
+
+
+def history_current(paths: Paths) -> str | None:
+    """The version the policy history's last change made current (None without history);
+    :class:`StateFileError` when a line of the history is not a record of a change."""
+    path = _history_path(paths)
+    read = read_jsonl(path)
+    if read.bad_lines:
+        raise StateFileError(path, f"line(s) {', '.join(map(str, read.bad_lines))} are not "
+                                   "records", "restore it from a backup (the versions it names "
+                                   "are the files pol-*.json beside it)")
+    versions = [r.get("version") for r in read.records if isinstance(r.get("version"), str)]
+    if len(versions) != len(read.records):
+        raise StateFileError(path, "a record names no version", REMEDY)
+    return versions[-1] if versions else None
+
+
+def read_pointer(paths: Paths) -> str | None:
+    """The id ``current.json`` names, strictly: required once the history has an entry, and
+    equal to the version the history's last change made current."""
     pointer = _pointer(paths)
-    if pointer.is_file():
-        version = json.loads(pointer.read_text())["version"]
-        return load_version(paths, settings, version), version
+    made = history_current(paths)
+    found = load_json_state(pointer, PolicyPointer, remedy=REMEDY, required=made is not None)
+    if found is None:
+        return None
+    if made is not None and found.version != made:
+        raise StateFileError(pointer, f"names {found.version} but the policy history's last "
+                                      f"change made {made} current", REMEDY)
+    return found.version
+
+
+def current_policy(paths: Paths, settings: AppSettings) -> tuple[dict[str, Any], str]:
+    """(policy, version id) in force: the stored current version; the configured default only
+    while no version was ever made current (no pointer and no history)."""
+    version = read_pointer(paths)
+    if version is not None:
+        return read_version(paths, version, from_pointer=True), version
     policy = default_policy(settings)
     return policy, policy_version(policy)
 
 
+def version_path(paths: Paths, version: str) -> Path:
+    return policy_dir(paths) / f"{version}.json"
+
+
+def read_version_file(path: Path) -> PolicyVersionFile:
+    """A stored version file, strictly: its id is its name and its policy hashes to it."""
+    found = load_json_state(path, PolicyVersionFile, remedy=REMEDY, required=True)
+    if found is None:  # required: load_json_state raised already
+        raise StateFileError(path, "missing", REMEDY)
+    if path.stem != found.version:
+        raise StateFileError(path, f"holds version {found.version}, not {path.stem}", REMEDY)
+    actual = policy_version(found.policy)
+    if actual != found.version:
+        raise StateFileError(path, f"content hashes to {actual}, not its id {found.version} "
+                                   "(the file was edited)", REMEDY)
+    return found
+
+
+def read_version(paths: Paths, version: str, *, from_pointer: bool = False) -> dict[str, Any]:
+    """The policy stored under ``version``, hash-checked (:class:`StateFileError` when it is
+    damaged, or missing although the pointer names it)."""
+    path = version_path(paths, version)
+    if not path.is_file() and from_pointer:
+        raise StateFileError(path, "missing although the policy pointer names it", REMEDY)
+    return read_version_file(path).policy
+
+
 def load_version(paths: Paths, settings: AppSettings, version: str) -> dict[str, Any]:
-    """The policy stored under ``version`` (the configured default needs no file)."""
-    stored = policy_dir(paths) / f"{version}.json"
-    if stored.is_file():
-        return json.loads(stored.read_text())["policy"]
+    """The policy stored under ``version`` (the configured default needs no file); every load
+    checks the content hash against the id (:class:`StateFileError` when it does not match)."""
+    if version_path(paths, version).is_file():
+        return read_version(paths, version)
     default = default_policy(settings)
     if version == policy_version(default):
         return default
@@ -73,12 +164,7 @@ def load_version(paths: Paths, settings: AppSettings, version: str) -> dict[str,
 
 
 def _append_history(paths: Paths, entry: dict[str, Any]) -> None:
-    path = policy_dir(paths) / "history.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_jsonl(_history_path(paths), entry)
 
 
 def store_version(paths: Paths, policy: dict[str, Any], parent: str | None, reason: str,
@@ -102,11 +188,13 @@ def save_policy(paths: Paths, policy: dict[str, Any], parent: str | None, reason
 
 
 def _set_current(paths: Paths, version: str, entry: dict[str, Any]) -> None:
-    pointer = _pointer(paths)
-    if pointer.is_file() and json.loads(pointer.read_text())["version"] == version:
+    """Record the change in the history, then point at it (a crash between the two leaves a
+    pointer the check names as behind its history, never a silent revert)."""
+    if read_pointer(paths) == version:
         return
-    atomic_write_json(pointer, {"version": version})
+    read_version_file(version_path(paths, version))  # never point at a damaged version
     _append_history(paths, entry)
+    atomic_write_json(_pointer(paths), {"version": version})
 
 
 def list_versions(paths: Paths, settings: AppSettings) -> list[dict[str, Any]]:
@@ -119,7 +207,7 @@ def list_versions(paths: Paths, settings: AppSettings) -> list[dict[str, Any]]:
                                       "created_at": ""}}
     folder = policy_dir(paths)
     for path in sorted(folder.glob("pol-*.json")) if folder.is_dir() else []:
-        meta = json.loads(path.read_text())
+        meta = read_version_file(path).model_dump(mode="json")
         rows[meta["version"]] = {k: meta.get(k) for k in ("version", "parent", "reason",
                                                           "created_at")}
     out = sorted(rows.values(), key=lambda r: (r["created_at"] or "", r["version"]))
@@ -140,8 +228,8 @@ def diff_versions(paths: Paths, settings: AppSettings, old: str | None = None,
     """Diff of two versions; ``new`` defaults to the current one, ``old`` to its parent."""
     new = new or current_version(paths, settings)
     if old is None:
-        meta = policy_dir(paths) / f"{new}.json"
-        old = json.loads(meta.read_text()).get("parent") if meta.is_file() else None
+        meta = version_path(paths, new)
+        old = read_version_file(meta).parent if meta.is_file() else None
         if old is None:
             return ""
     return diff_policies(load_version(paths, settings, old), load_version(paths, settings, new),
@@ -150,9 +238,7 @@ def diff_versions(paths: Paths, settings: AppSettings, old: str | None = None,
 
 def rollback(paths: Paths, settings: AppSettings, version: str, when: str, reason: str) -> str:
     """Make an earlier stored version (or the configured default) the one in force."""
-    policy = load_version(paths, settings, version)
-    if policy_version(policy) != version:
-        raise ValueError(f"stored policy {version} does not hash to its id: the file was edited")
+    policy = load_version(paths, settings, version)  # hash-checked
     with policy_lock(paths):
         store_version(paths, policy, None, "configured default (config/app.yaml)", when)
         _set_current(paths, version, {"at": when, "event": "rollback", "version": version,
@@ -161,10 +247,55 @@ def rollback(paths: Paths, settings: AppSettings, version: str, when: str, reaso
 
 
 def history(paths: Paths) -> list[dict[str, Any]]:
-    path = policy_dir(paths) / "history.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history_current(paths)  # a damaged line is named, not skipped
+    return read_jsonl(_history_path(paths)).records
+
+
+def damaged_versions(paths: Paths) -> list[tuple[Path, StateFileError]]:
+    """Stored version files that do not pass :func:`read_version_file`."""
+    out = []
+    folder = policy_dir(paths)
+    for path in sorted(folder.glob("pol-*.json")) if folder.is_dir() else []:
+        try:
+            read_version_file(path)
+        except StateFileError as exc:
+            out.append((path, exc))
+    return out
+
+
+def repair_pointer(paths: Paths, settings: AppSettings, *, at: str, reason: str,
+                   version: str | None = None) -> tuple[str, str]:
+    """Move damaged version files aside (``policy/damaged/``) and point at ``version`` (an
+    intact stored version), else at the version the history's last change made current when
+    that one is intact. Returns (version in force, what was done). Refuses (ValueError) when
+    neither names an intact version: the operator then chooses one with ``--version``."""
+    with policy_lock(paths):
+        moved = []
+        for path, _exc in damaged_versions(paths):
+            aside = policy_dir(paths) / "damaged" / f"{path.name}.{at.replace(':', '')}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(aside)
+            moved.append(path.name)
+        made = history_current(paths)
+        target = version or made
+        if target is None:
+            raise ValueError("the policy history names no version: pass --version V (an intact "
+                             "stored version, `hcp policy list`)")
+        path = version_path(paths, target)
+        if not path.is_file():
+            default = default_policy(settings)
+            if target != policy_version(default):
+                raise ValueError(f"policy version {target} is not stored intact under "
+                                 f"{policy_dir(paths)} (moved aside: {', '.join(moved) or 'none'})"
+                                 ": pass --version V naming an intact stored version")
+            store_version(paths, default, None, "configured default (config/app.yaml)", at)
+        read_version_file(path)
+        if target != made:
+            _append_history(paths, {"at": at, "event": "repair", "version": target,
+                                    "reason": reason})
+        atomic_write_json(_pointer(paths), {"version": target})
+    how = f"pointer set to {target}" + (f"; moved aside: {', '.join(moved)}" if moved else "")
+    return target, how
 
 
 def policy_settings(settings: AppSettings, policy: dict[str, Any]) -> AppSettings:

@@ -23,10 +23,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from tasks.escalation.settings import EscalationSettings, ReasonerSettings, RemoteSettings
-from tasks.execution.settings import ExecutionSettings
-from tasks.operator.settings import OperatorSettings
-from tasks.trading_settings import (
+from tasks.config.escalation import EscalationSettings, ReasonerSettings, RemoteSettings
+from tasks.config.execution import ExecutionSettings
+from tasks.config.operator import OperatorSettings
+from tasks.config.trading import (
     DailySettings,
     FusionSettings,
     GuardrailSettings,
@@ -51,7 +51,12 @@ NAMED_ENV = (
     "HCP_NOTIFY_WEBHOOK_URL",  # default of operator.notify.webhook_url_env
     "HCP_FAULT_INJECT",        # tests: crash at a named point (tasks/execution/engine.py)
     "HCP_PROJECT_DIR",         # prefect.yaml: where a deployment pulls the project from
+    "HCP_TRADELOG_KEY_FILE",   # the trade log's MAC key (tasks/execution/tradelog.py)
 )
+#: Sections the file in force must hold (those of the shipped config/app.yaml): a file without
+#: one of them - cut short, or a partial copy - would run that section on code defaults.
+REQUIRED_SECTIONS = ("data", "features", "labels", "regimes", "models", "runtime", "execution",
+                     "escalation", "remote", "reasoner", "operator")
 
 
 class ConfigError(ValueError):
@@ -283,16 +288,106 @@ def config_path() -> Path:
     return DEFAULT_CONFIG
 
 
+def _duplicate_keys(node: yaml.Node, where: str, path: Path, seen: set[int]) -> None:
+    """Refuse a mapping that names a key twice (YAML lets the last one win, silently)."""
+    if id(node) in seen:  # an alias of a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                continue
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
+            line = key.start_mark.line + 1
+            dotted = f"{where}.{name}" if where else str(name)
+            if name in lines:
+                raise ConfigError(f"config file {path}: key {dotted} is set twice (lines "
+                                  f"{lines[name]} and {line}; the last would silently win): "
+                                  "keep one")
+            lines[name] = line
+            _duplicate_keys(value, dotted, path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, f"{where}[{i}]", path, seen)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The file's mapping; refused (one line) when missing, not YAML, empty (nothing but
+    comments), not a mapping, or naming a key twice."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (set HCP_CONFIG or create it)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        loader = yaml.SafeLoader(path.read_bytes())
+        loader.name = str(path)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _duplicate_keys(node, "", path, set())
+            raw = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {what}") from exc
+    if raw is None:
+        raise ConfigError(f"config file {path} is empty (no settings in it; code defaults are "
+                          "never run in its place): restore it from config/app.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return raw
+
+
+def missing_sections(raw: dict[str, Any]) -> list[str]:
+    """The required sections (:data:`REQUIRED_SECTIONS`) absent from ``raw`` or empty in it."""
+    return [name for name in REQUIRED_SECTIONS if raw.get(name) in (None, {})]
+
+
+def require_complete(path: Path, raw: dict[str, Any]) -> None:
+    """The file in force must be whole: every required section, and its last line ended (a
+    write cut short stops mid-line). Refused in one line otherwise."""
+    missing = missing_sections(raw)
+    if missing:
+        raise ConfigError(f"config file {path} lacks the section{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)} (a file cut short or a partial copy would run "
+                          "them on code defaults): restore them from the project's config/app.yaml")
+    if not path.read_bytes().endswith(b"\n"):
+        raise ConfigError(f"config file {path} does not end with a newline (a write cut short?): "
+                          "check its last line against the project's config/app.yaml")
+
+
+def in_force(path: Path | None) -> bool:
+    """Whether ``path`` (None: the default lookup) is the file in force (:func:`config_path`)."""
+    if path is None:
+        return True
+    try:
+        return Path(path).resolve() == config_path().resolve()
+    except OSError:
+        return False
+
+
+def partial_sections(path: Path | None) -> list[str]:
+    """For a file other than the one in force: the required sections it leaves to the code
+    defaults (an overlay); [] for the file in force (it is refused when it lacks one)."""
+    return [] if in_force(path) else missing_sections(_read_yaml(Path(path)))
+
+
+def check_calendar(code: str, source: str = "settings") -> None:
+    """Refuse a calendar code exchange_calendars does not know, naming the closest ones (the
+    default XNYS is known: the package is only imported for another code)."""
+    if code == DataSettings.model_fields["calendar"].default:
+        return
+    import exchange_calendars as xcals
+
+    names = xcals.get_calendar_names(include_aliases=True)
+    if code in names:
+        return
+    close = difflib.get_close_matches(code.upper(), names, n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else "e.g. XNYS, XLON, XTSE"
+    raise ConfigError(f"data.calendar = {code!r} ({source}) is not an exchange_calendars "
+                      f"calendar ({hint}; the list: exchange_calendars.get_calendar_names())")
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -447,11 +542,21 @@ def check_env(environ: dict[str, str] | None = None, data: dict[str, Any] | None
 
 def load_settings(path: Path | None = None, **overrides: Any) -> AppSettings:
     """Load and validate the settings tree; raise :class:`ConfigError` with a readable message
-    (also for an ``HCP_*`` variable that names no setting: see :func:`check_env`)."""
+    (also for an ``HCP_*`` variable that names no setting: see :func:`check_env`).
+
+    The file in force (``path`` None, or the file :func:`config_path` names) must be whole
+    (:func:`require_complete`); another file named by ``path`` may hold only some sections
+    (an overlay on the code defaults, as tests and `hcp config check FILE` use)."""
+    whole = in_force(path)
     path = path or config_path()
-    data = _deep_merge(_read_yaml(path), overrides)
+    raw = _read_yaml(path)
+    if whole:
+        require_complete(path, raw)
+    data = _deep_merge(raw, overrides)
     check_env(data=data)
     try:
-        return AppSettings(**data)
+        settings = AppSettings(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, f"{path} + HCP_* environment")) from exc
+    check_calendar(settings.data.calendar, f"{path} + HCP_* environment")
+    return settings

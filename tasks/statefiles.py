@@ -172,3 +172,135 @@ def log_repair(state_dir: Path, *, file: str, action: str, by: str, reason: str,
 def is_temp_name(name: str) -> bool:
     """A temporary or swap-out name of the atomic writers (never a state file or an output)."""
     return name.startswith(TEMP_PREFIXES)
+
+
+def remove_temp_files(folder: Path, older_than_s: float = 0.0) -> list[Path]:
+    """Remove the atomic writers' leftovers in ``folder`` (not below it): ``.tmp-*`` / ``.old-*``
+    files and folders a killed process left behind. ``older_than_s`` spares younger ones, where
+    another process may be writing into the folder right now (a leftover is only ever seconds
+    old while its writer lives). Returns what was removed."""
+    import shutil
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, gone = time.time(), []
+    for entry in folder.iterdir():
+        if not is_temp_name(entry.name):
+            continue
+        try:
+            if now - entry.lstat().st_mtime < older_than_s:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:  # its writer finished (renamed or removed it) meanwhile
+            continue
+        gone.append(entry)
+    return gone
+
+
+# --- the table of state files: ``hcp state check`` and ``hcp state repair`` ------------------
+
+#: What ``hcp state check`` says of one file.
+OK, MISSING, DAMAGED = "ok", "missing", "damaged"
+
+
+@dataclass
+class FileState:
+    """One state file as ``hcp state check`` lists it: ``ok``, ``missing`` (not written yet,
+    and nothing says it should be) or ``damaged`` (``error`` holds the one-line reason)."""
+
+    spec: str
+    path: Path
+    state: str
+    detail: str = ""
+    remedy: str = ""
+    error: StateFileError | None = None
+
+
+def probe(spec: str, path: Path, read: Any, remedy: str = "") -> FileState:
+    """Run ``read()`` (a strict reader of ``path``) and say what state the file is in."""
+    path = Path(path)
+    exists = path.is_file()
+    try:
+        read()
+    except StateFileError as exc:
+        return FileState(spec, exc.path, DAMAGED, exc.problem, exc.remedy, exc)
+    if exists:
+        return FileState(spec, path, OK)
+    return FileState(spec, path, MISSING, "not written yet (nothing says it should exist)", remedy)
+
+
+@dataclass
+class RepairRequest:
+    """An operator's repair: who, why, when; ``session`` / ``target`` (a version, a baseline
+    id) where the file needs one; ``safe``: write the safe state even where evidence could
+    rebuild the file (or where the file reads as intact)."""
+
+    by: str
+    reason: str
+    at: str
+    session: str | None = None
+    target: str | None = None
+    safe: bool = False
+
+
+@dataclass
+class StateSpec:
+    """One kind of state file in the table: ``probe(paths, settings, session)`` lists its
+    files (only the session's per-session files when ``session`` is given);
+    ``repair(paths, settings, request)`` rebuilds or writes the safe state and returns what it
+    did in words (None: no repair command; the remedy says what to do)."""
+
+    name: str
+    what: str
+    probe: Any
+    repair: Any = None
+    options: str = ""
+
+
+#: The table ``hcp state`` works from, by name (:func:`register_state_spec` adds an entry).
+STATE_SPECS: dict[str, StateSpec] = {}
+
+
+def register_state_spec(spec: StateSpec) -> StateSpec:
+    STATE_SPECS[spec.name] = spec
+    return spec
+
+
+def probe_states(paths: Any, settings: Any, names: list[str] | None = None,
+                 session: str | None = None) -> list[FileState]:
+    """Every file of the named specs (all when None), in table order."""
+    unknown = sorted(set(names or []) - set(STATE_SPECS))
+    if unknown:
+        raise ValueError(f"unknown state file kind(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(STATE_SPECS)}")
+    return [fs for name, spec in STATE_SPECS.items() if names is None or name in names
+            for fs in spec.probe(paths, settings, session)]
+
+
+def require_states(paths: Any, settings: Any, names: list[str],
+                   session: str | None = None) -> None:
+    """Raise the first damaged file's :class:`StateFileError` (for the checks before a flow)."""
+    for fs in probe_states(paths, settings, names, session):
+        if fs.state == DAMAGED:
+            raise fs.error or StateFileError(fs.path, fs.detail, fs.remedy)
+
+
+def run_repair(paths: Any, settings: Any, name: str, request: RepairRequest) -> dict[str, Any]:
+    """Repair one kind of state file and log it (:func:`log_repair`); returns the log record."""
+    spec = STATE_SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown state file kind {name!r}; known: {', '.join(STATE_SPECS)}")
+    if spec.repair is None:
+        raise ValueError(f"{name} has no repair command: `hcp state check` says what to do")
+    if not request.by.strip() or not request.reason.strip():
+        raise ValueError("a repair needs --by and --reason")
+    done = spec.repair(paths, settings, request)
+    detail = {k: v for k, v in (("session", request.session), ("target", request.target),
+                                ("safe", request.safe)) if v}
+    return log_repair(Path(paths.data) / "state", file=name, action=done, by=request.by,
+                      reason=request.reason, at=request.at, detail=detail)

@@ -18,8 +18,11 @@ SMALL_ENV = {
     "HCP_MODELS__ROW_STRIDE": "1", "HCP_MODELS__RF__N_ESTIMATORS": "30",
     "HCP_MODELS__XGB__N_ESTIMATORS": "40", "HCP_MODELS__CAT__ITERATIONS": "40",
     # flow tests exercise the plan's mechanics with a small baseline whose horizons have no
-    # measured ranking skill; tests/test_plan_decide.py covers the zero-weight rule itself
+    # measured ranking skill, so neither its zero weight nor the standard error of its
+    # expectancy (20 names, two years of folds) may empty every book: orders must exist for the
+    # mechanics to be tested. tests/test_plan_decide.py covers both rules themselves.
     "HCP_FUSION__ZERO_UNSKILLED_HORIZONS": "false",
+    "HCP_FUSION__EXPECTANCY_Z": "0",
 }
 TRAIN_END = "2021-06-30"
 SP500 = PROJECT_ROOT.parent / "shared" / "data" / "sp500"

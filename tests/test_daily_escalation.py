@@ -201,6 +201,13 @@ def monkey_state(home: Paths) -> None:
     log, _ = TradeLog.open(home)
     for r in rows:
         log.append(r)
+    # the session's commit: its book and its committed record (the book the next plan reads)
+    (state / "portfolio.json").write_text(json.dumps({
+        "net_liquidity": 96900.0, "cash": 96900.0, "as_of_session": DAY, "positions": []}))
+    (state / "execution").mkdir(exist_ok=True)
+    (state / "execution" / f"{DAY}.json").write_text(json.dumps({
+        "session": DAY, "mode": "demo", "input_key": "test", "start_nl": 100000.0,
+        "cash": 96900.0, "status": "done", "halted": True, "holdings": {}, "working": []}))
 
 
 def test_postmortem_reports_an_unreadable_trade_log(home, harness, fake, monkeypatch):

@@ -17,11 +17,11 @@ from tasks.execution.broker import Bar, OrderRequest, simulate_fill
 from tasks.execution.episodes import episodes_from_records, r_multiple
 from tasks.execution.gates import ADAPTERS, LiveGateError, live_gates, require_live, stage_risk
 from tasks.execution.killswitch import check_kill_switch
+from tasks.execution.overrides import force_demo, lift_demo, operator_path, repair_overrides
 from tasks.execution.positions import trail
 from tasks.execution.sessions import sessions_after, window
 from tasks.execution.settings import FillModelSettings
 from tasks.execution.state import Holding
-from tasks.operator.overrides import force_demo, operator_path
 from tasks.paths import Paths
 from tasks.settings import ConfigError, load_settings
 from tasks.trading_settings import RiskSettings
@@ -164,7 +164,13 @@ def test_live_refuses_unless_every_gate_holds(tmp_path):
         force_demo(paths, by="ops", reason="drill", at=f"{DAYS[5]}T12:00:00Z")
         with pytest.raises(LiveGateError, match="1 of 6 gates do not hold:\n  - demo not forced"):
             require_live(paths, good, DAYS[5], ok_env)
+        # deleting the file no longer lifts a forced demo (it counts as forced): lift it
         operator_path(paths).unlink()
+        with pytest.raises(LiveGateError, match="demo not forced by an operator: forced by "
+                                                "state check: .*operator.json: missing"):
+            require_live(paths, good, DAYS[5], ok_env)
+        repair_overrides(paths, by="ops", reason="file lost", at=f"{DAYS[5]}T12:30:00Z")
+        lift_demo(paths, by="ops", reason="drill over", at=f"{DAYS[5]}T13:00:00Z")
         q.save_state(paths, _kills(DAYS[:3])[0])
         with pytest.raises(LiveGateError, match="no active quarantine"):
             require_live(paths, good, DAYS[4], ok_env)

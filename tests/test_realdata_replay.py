@@ -27,8 +27,9 @@ FAST = {"HCP_MODELS__FIRST_TEST_YEAR": "2014", "HCP_MODELS__MAX_TRAIN_ROWS": "30
         "HCP_MODELS__RF__N_ESTIMATORS": "40", "HCP_MODELS__XGB__N_ESTIMATORS": "100",
         "HCP_MODELS__CAT__ITERATIONS": "80",
         # the plan's mechanics are tested, not the small baseline's skill: its horizons trade
-        # even where their ranking has no measured skill
-        "HCP_FUSION__ZERO_UNSKILLED_HORIZONS": "false"}
+        # even where their ranking has no measured skill, and a positive net expectancy is
+        # enough (no standard-error margin)
+        "HCP_FUSION__ZERO_UNSKILLED_HORIZONS": "false", "HCP_FUSION__EXPECTANCY_Z": "0"}
 START, END = "2017-01-03", "2017-02-28"
 
 

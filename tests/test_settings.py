@@ -86,9 +86,16 @@ def test_missing_and_malformed_files(tmp_path):
 
 
 def test_hcp_config_env_selects_file(monkeypatch, tmp_path):
-    path = _write(tmp_path, {"runtime": {"n_threads": 1}})
+    from tasks.settings import DEFAULT_CONFIG
+
+    whole = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    path = _write(tmp_path, {**whole, "runtime": {"n_threads": 1}})
     monkeypatch.setenv("HCP_CONFIG", str(path))
     assert load_settings().runtime.n_threads == 1
+    # the file in force must be whole: a partial one would run the rest on code defaults
+    _write(tmp_path, {"runtime": {"n_threads": 1}})
+    with pytest.raises(ConfigError, match="lacks the sections data, features"):
+        load_settings()
 
 
 def test_misspelt_variable_is_refused_naming_the_closest_valid_one(monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +64,22 @@ def write_quality_report(folder: Path, source: str, key: str, inputs: list[str],
     return atomic_write_json(Path(folder) / f"import_{source}_{key[:12]}.json", report)
 
 
+def with_exchange_tz(source: BarSource, settings: AppSettings) -> BarSource:
+    """A file source that has no exchange zone yet gets the calendar's: its timezone-aware
+    stamps in that zone then give their local session date (:func:`tasks.data.sources.session_dates`)."""
+    if getattr(source, "exchange_tz", "") is not None:  # not a file source, or already set
+        return source
+    from tasks.data.calendar import _calendar
+
+    return replace(source, exchange_tz=str(_calendar(settings.data.calendar).tz))
+
+
+def _why_nothing(findings: pd.DataFrame) -> str:
+    """The first rejected file's reason (an empty string when no file was rejected)."""
+    rejected = findings.loc[findings["action"] == "file_rejected", "detail"]
+    return f" (e.g. {rejected.iloc[0]})" if len(rejected) else ""
+
+
 @dataclass
 class Prepared:
     """Validated, adjusted bars of one source and every finding about them."""
@@ -81,7 +97,7 @@ def prepare_bars(source: BarSource, settings: AppSettings, paths: Paths,
     """Read, validate and adjust; write the quality report; raise NothingUsable if nothing is."""
     say = say or Steps()
     say(f"reading {source.name}")
-    loaded = source.load()
+    loaded = with_exchange_tz(source, settings).load()
     say(f"validating {len(loaded.bars):,} rows")
     checked = validate_bars(loaded.bars, settings.data, as_of)
     findings = pd.concat([pd.DataFrame(loaded.findings, columns=checked.findings.columns,
@@ -92,7 +108,8 @@ def prepare_bars(source: BarSource, settings: AppSettings, paths: Paths,
         key = frame_hash(loaded.bars.astype("string")) if rows_in else "empty"
         report = write_quality_report(paths.quality, source.name, key, loaded.inputs,
                                       rows_in, checked.bars, findings)
-        raise NothingUsable(f"no usable bars in {loaded.inputs}; see {report}", report)
+        raise NothingUsable(f"no usable bars in {loaded.inputs}{_why_nothing(findings)}; "
+                            f"see {report}", report)
     say("adjusting for splits and dividends")
     bars = adjust_bars(checked.bars)
     say("constituents and quality report")

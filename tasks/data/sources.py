@@ -2,12 +2,22 @@
 
 A source only reads: it returns the vendor-format bars it found, an optional constituents
 frame, and findings for inputs it could not read at all (a vendor error payload saved where
-a CSV was expected, a file missing required columns). Row-level validation is elsewhere.
+a CSV was expected, a file missing required columns, dates whose session is ambiguous).
+Row-level validation is elsewhere.
+
+Dates are session dates without a timezone. A timezone-aware date column (a parquet
+timestamp with a zone, or CSV stamps with a UTC offset) is turned into session dates only
+where that is unambiguous: a stamp at midnight in its own zone is a date label (its date),
+and a stamp in the exchange's own zone (``exchange_tz``, set by the import from
+``data.calendar``) is on that session's local date. Anything else, e.g. 21:00 UTC for a New
+York close, could be either of two sessions: the file is rejected (``ambiguous_timezone``)
+with the zone and an example, never shifted by a guess.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +29,7 @@ from tasks.data.schemas import CONSTITUENT_COLUMNS, VENDOR_COLUMNS
 
 COLUMN_ALIASES = {"timestamp": "date", "ticker": "symbol", "adj_close": "adjusted_close"}
 PAYLOAD_MARKERS = ("error message", "information", "note", "thank you for using")
+_OFFSET = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})$")
 
 
 class SourceError(RuntimeError):
@@ -75,6 +86,51 @@ def looks_like_vendor_payload(head: str) -> str | None:
     return None
 
 
+def _dates_from_stamps(wall: pd.Series, utc: pd.Series, zone: str, exchange_tz: str | None
+                       ) -> tuple[pd.Series | None, str | None]:
+    """Session dates of timezone-aware stamps given as their wall-clock time in their own
+    zone (naive) and the same instants in UTC: (dates, None) when unambiguous (see the
+    module docstring), else (None, why)."""
+    known = wall.notna()
+    ok = ~known | (wall == wall.dt.normalize())
+    if exchange_tz:
+        local = utc.dt.tz_convert(exchange_tz).dt.tz_localize(None)
+        ok |= local == wall
+    if bool(ok.all()):
+        return wall.dt.normalize().astype("datetime64[ns]"), None
+    example = wall[~ok].iloc[0]
+    where = f"neither midnight nor in the exchange's zone {exchange_tz}" if exchange_tz \
+        else "not at midnight (no exchange zone given)"
+    return None, (f"column date is timezone-aware ({zone}) with times of day {where}, e.g. "
+                  f"{example} {zone}: its session date is ambiguous; write session dates "
+                  "without a timezone (or stamps in the exchange's zone)")
+
+
+def session_dates(df: pd.DataFrame, exchange_tz: str | None) -> tuple[pd.DataFrame, str | None]:
+    """``df`` with its ``date`` column as naive session dates when it was timezone-aware
+    (a zoned timestamp column, or strings with a UTC offset); (df, why) when that is
+    ambiguous. Naive dates and plain strings are left as they are (validation parses them)."""
+    col = df["date"]
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        dates, why = _dates_from_stamps(col.dt.tz_localize(None), col.dt.tz_convert("UTC"),
+                                        str(col.dt.tz), exchange_tz)
+    elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+        text = col.astype("string").str.strip()
+        offset = text.str.contains(_OFFSET, na=False)
+        if not bool(offset.any()):
+            return df, None
+        if not bool(offset[text.notna() & (text != "")].all()):
+            return df, ("column date mixes stamps with and without a UTC offset "
+                        f"(e.g. {text[offset].iloc[0]!r}): write session dates without a timezone")
+        wall = pd.to_datetime(text.str.replace(r"\s*(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True),
+                              errors="coerce", format="ISO8601")
+        utc = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+        dates, why = _dates_from_stamps(wall, utc, "UTC offsets", exchange_tz)
+    else:
+        return df, None
+    return (df, why) if dates is None else (df.assign(date=dates), None)
+
+
 def read_constituents(path: Path | None) -> pd.DataFrame | None:
     """Read a constituents CSV/parquet (symbol, name, sector); None when no path."""
     if path is None:
@@ -97,6 +153,7 @@ class ParquetSource:
     path: Path
     constituents_path: Path | None = None
     name: str = "parquet"
+    exchange_tz: str | None = None   # zone whose stamps give their local date (import: calendar's)
 
     def load(self) -> SourceResult:
         path = Path(self.path)
@@ -109,6 +166,10 @@ class ParquetSource:
             missing = _missing_columns(df)
             if missing:
                 findings.append(_file_finding(f, "missing_columns", f"lacks {missing}"))
+                continue
+            df, why = session_dates(df, self.exchange_tz)
+            if why:
+                findings.append(_file_finding(f, "ambiguous_timezone", why))
                 continue
             frames.append(df[VENDOR_COLUMNS])
         bars = pd.concat(frames, ignore_index=True) if frames else _empty()
@@ -123,6 +184,7 @@ class CsvSource:
     path: Path
     constituents_path: Path | None = None
     name: str = "csv"
+    exchange_tz: str | None = None   # zone whose stamps give their local date (import: calendar's)
 
     def load(self) -> SourceResult:
         path = Path(self.path)
@@ -131,7 +193,7 @@ class CsvSource:
             raise SourceError(f"no CSV file at {path}")
         frames, findings = [], []
         for f in files:
-            df, finding = self._read_one(f)
+            df, finding = self._read_one(f, self.exchange_tz)
             if finding:
                 findings.append(finding)
             elif df is not None:
@@ -141,7 +203,7 @@ class CsvSource:
                             [str(f) for f in files], findings)
 
     @staticmethod
-    def _read_one(f: Path) -> tuple[pd.DataFrame | None, dict | None]:
+    def _read_one(f: Path, exchange_tz: str | None = None) -> tuple[pd.DataFrame | None, dict | None]:
         with open(f, encoding="utf-8", errors="replace") as fh:
             head = fh.read(4096)
         reason = looks_like_vendor_payload(head)
@@ -156,6 +218,9 @@ class CsvSource:
         missing = _missing_columns(df)
         if missing:
             return None, _file_finding(f, "missing_columns", f"lacks {missing}")
+        df, why = session_dates(df, exchange_tz)
+        if why:
+            return None, _file_finding(f, "ambiguous_timezone", why)
         return df[VENDOR_COLUMNS], None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from tasks.escalation import inputs as ins
-from tasks.escalation.record import read_record, record_path, session_timestamp
+from tasks.escalation.record import read_record, record_path
 from tasks.escalation.service import EscalationOutcome, escalate
 from tasks.escalation.triggers import (
     Trigger,
@@ -28,6 +28,7 @@ from tasks.escalation.triggers import (
 from tasks.models.registry import Baseline
 from tasks.paths import Paths
 from tasks.policy import current_policy, load_version
+from tasks.reasoner.text import session_timestamp
 from tasks.settings import AppSettings
 
 DAILY_CALLS = ("REGIME_AUDITOR", "REWARD_ENGINEER")

@@ -10,18 +10,14 @@ have no tools: they can only return JSON, which is validated and bounded.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from typing import Any
-
 from pydantic import BaseModel
 
+from tasks.reasoner.text import CLOSE, OPEN, data_block, scrub, sha256_json, sha256_text
 from tasks.settings import AppSettings
 
-OPEN, CLOSE = "<<<DATA", "DATA>>>"
-_MARKERS = re.compile(r"<<<|>>>|DATA>>>|<<<DATA")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+__all__ = ["CLOSE", "COMMON", "OPEN", "TASKS", "bounds_text", "build_messages", "data_block",
+           "instructions", "scrub", "sha256_json", "sha256_text"]
+
 
 COMMON = (
     "You advise a pre-market equity trading pipeline with hard risk limits. Reply with ONE "
@@ -69,32 +65,9 @@ def bounds_text(call_type: str, settings: AppSettings) -> str:
             f"both >= {b.min_stop_atr}.")
 
 
-def scrub(text: str, limit: int) -> str:
-    """One line of untrusted text: control characters and data markers removed, truncated."""
-    clean = _MARKERS.sub(" ", _CONTROL.sub(" ", str(text)))
-    clean = " ".join(clean.split())
-    return clean if len(clean) <= limit else clean[: max(0, limit - 1)] + "…"
-
-
-def _scrub_all(obj: Any, limit: int) -> Any:
-    if isinstance(obj, str):
-        return scrub(obj, limit)
-    if isinstance(obj, dict):
-        return {k: _scrub_all(v, limit) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_scrub_all(v, limit) for v in obj]
-    return obj
-
-
 def instructions(call_type: str, settings: AppSettings) -> tuple[str, str]:
     """(system message, fixed head of the user message) of a call type."""
     return COMMON, f"{TASKS[call_type]}\n{bounds_text(call_type, settings)}"
-
-
-def data_block(payload: dict[str, Any], limit: int) -> str:
-    body = json.dumps(_scrub_all(payload, limit), sort_keys=True, ensure_ascii=False,
-                      default=str)
-    return f"{OPEN}\n{body}\n{CLOSE}"
 
 
 def build_messages(call_type: str, request: BaseModel, settings: AppSettings
@@ -105,12 +78,3 @@ def build_messages(call_type: str, request: BaseModel, settings: AppSettings
                       settings.escalation.text_max_chars)
     return [{"role": "system", "content": system},
             {"role": "user", "content": f"{head}\n\n{data}"}]
-
-
-def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False,
-                                     default=str).encode()).hexdigest()
-
-
-def sha256_text(text: str | None) -> str | None:
-    return None if text is None else hashlib.sha256(text.encode()).hexdigest()

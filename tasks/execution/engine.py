@@ -23,7 +23,6 @@ are recognised by id and not sent again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -33,23 +32,11 @@ from tasks.execution.broker import Bar, Broker, Fill, OrderRequest
 from tasks.execution.halt import Halt
 from tasks.execution.state import SessionState, Working, save_session_state
 from tasks.execution.tradelog import TradeLog
+from tasks.io import FAULT_ENV, fault_point  # noqa: F401 (tests: crash at a named point)
 from tasks.paths import Paths
 from tasks.risk.clamps import Book, Order, Position, clamp_order
 from tasks.settings import AppSettings
 from tasks.trading_settings import RiskSettings
-
-FAULT_ENV = "HCP_FAULT_INJECT"  # tests only: "<point>:<n>" exits the process at the n-th <point>
-_fault_counts: dict[str, int] = {}
-
-
-def fault_point(name: str) -> None:
-    """Crash the process (like SIGKILL: no clean-up) at a named point when the env asks for it."""
-    spec = os.environ.get(FAULT_ENV, "")
-    if not spec.startswith(name + ":"):
-        return
-    _fault_counts[name] = _fault_counts.get(name, 0) + 1
-    if _fault_counts[name] == int(spec.split(":")[1]):
-        os._exit(137)
 
 
 @dataclass(frozen=True)

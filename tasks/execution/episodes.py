@@ -21,8 +21,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from tasks.io import atomic_write_parquet
-from tasks.paths import Paths
-from tasks.state import state_dir
+from tasks.paths import Paths, state_dir
 
 EPISODE_COLUMNS = ["episode_id", "symbol", "side", "bucket", "sector", "mode", "entry_session",
                    "entry_ts", "exit_session", "exit_date", "exit_ts", "size", "entry_price",

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from tasks.execution import quarantine
 from tasks.execution.broker import Broker
+from tasks.execution.overrides import operator_overrides
 from tasks.execution.sessions import sessions_after
 from tasks.models.skill import SKILLED, active_skill, headline
-from tasks.operator.overrides import operator_overrides
 from tasks.paths import Paths
 from tasks.settings import AppSettings
 from tasks.trading_settings import BUCKETS, RiskSettings
@@ -119,7 +119,7 @@ def stage_risk(settings: AppSettings) -> RiskSettings:
 def make_broker(paths: Paths, settings: AppSettings, mode: str, session: str) -> Broker:
     """The paper broker in demo mode; the configured adapter (after every gate) in live mode."""
     from tasks.execution.broker import PaperBroker
-    from tasks.state import state_dir
+    from tasks.paths import state_dir
 
     if mode == "live":
         require_live(paths, settings, session)

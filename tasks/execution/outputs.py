@@ -1,9 +1,14 @@
 """What a finished session writes under ``data/state/`` (atomically, in this order).
 
 ``episodes.parquet`` (from the trade log), ``sessions/<D>.json`` (the execution summary),
-``equity.parquet`` (one row per session), ``portfolio.json`` (the book the next plan reads) and
-finally the session state with status ``done``. A crash in between leaves the status at
-``closing`` and the next run writes them again (same bytes).
+``equity.parquet`` (one row per session), ``portfolio.json`` (the book the next plan reads),
+``kill_switch.json`` (the session's switch), the session's alerts (raised again where one is
+missing: an alert is written once per session, code and key), and finally the session record
+``execution/<D>.json`` with a committed status (``done``, or ``abandoned``) and the trade
+log's head (:func:`tasks.execution.tradelog.anchor`): the **commit point**. A crash in
+between leaves the record at ``closing`` (or ``running``); the next run writes them all again
+(same bytes) and commits. A session never writes a book over a later
+one: :func:`finish` refuses when ``portfolio.json`` is already at a later session.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
+from tasks.alerts import raise_alert
+from tasks.execution import ledger
 from tasks.execution.episodes import write_episodes
-from tasks.execution.state import SessionState, save_portfolio, save_session_state
-from tasks.execution.tradelog import read_records
-from tasks.io import atomic_write_json, atomic_write_parquet
-from tasks.paths import Paths
-from tasks.state import state_dir
+from tasks.execution.state import (
+    SessionState,
+    kill_switch_of,
+    save_kill_switch,
+    save_portfolio,
+    save_session_state,
+)
+from tasks.execution.tradelog import anchor, read_records
+from tasks.io import atomic_write_json, atomic_write_parquet, fault_point
+from tasks.paths import Paths, state_dir
 
 EQUITY_COLUMNS = ["session", "start_net_liquidity", "end_net_liquidity", "day_pnl_pct",
                   "drawdown", "kill_switch"]
@@ -106,18 +118,73 @@ def update_equity(paths: Paths, row: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def finish(paths: Paths, st: SessionState, quarantine: dict[str, Any], stage: str
-           ) -> dict[str, Any]:
-    """Write the session's outputs and mark it done; returns the summary."""
+ALERT_LEVELS = {"data_stall": "WARN", "remote_unavailable": "WARN", "reasoner_offline": "WARN",
+                "rl_missing": "WARN"}
+
+
+def session_alerts(st: SessionState, quarantine_sessions: int | None = None
+                   ) -> list[dict[str, Any]]:
+    """Every alert session ``st`` raised, as its state records them: the kill switch (and the
+    quarantine it started), each failure mode, and those noted in ``info["alerts"]``."""
+    out = list(st.info.get("alerts", []))
+    kill = st.kill or {}
+    if st.halted and kill.get("tripped"):
+        out.append({"code": "kill_switch", "level": "CRITICAL", "key": "", "at": kill.get("at"),
+                    "data": {"day_pnl_pct": kill.get("day_pnl_pct"),
+                             "day_pnl": kill.get("day_pnl"), "threshold": kill.get("threshold"),
+                             "flattened": kill.get("flattened", [])}})
+        if kill.get("quarantine_activated"):
+            out.append({"code": "quarantine_activated", "level": "CRITICAL", "key": "",
+                        "at": kill.get("at"), "data": {"sessions": quarantine_sessions}})
+    for f in st.failures:
+        out.append({"code": f["alert"], "level": ALERT_LEVELS.get(f["alert"], "WARN"),
+                    "key": f.get("key", ""), "at": f.get("at"), "data": f.get("data", {})})
+    return out
+
+
+def raise_session_alerts(paths: Paths, st: SessionState,
+                         quarantine_sessions: int | None = None) -> list[dict[str, Any]]:
+    """Raise the session's alerts that are not in alerts.jsonl yet (idempotent)."""
+    raised = []
+    for a in session_alerts(st, quarantine_sessions):
+        rec = raise_alert(paths, a["code"], session=st.session, at=a["at"] or st.last_ts or "",
+                          level=a["level"], key=a["key"], data=a["data"])
+        if rec is not None:
+            raised.append(rec)
+    return raised
+
+
+def finish(paths: Paths, st: SessionState, quarantine: dict[str, Any], stage: str, *,
+           status: str = "done", quarantine_sessions: int | None = None) -> dict[str, Any]:
+    """Write the session's outputs and commit it (see the module docstring); returns the
+    summary. ``status``: ``done``, or ``abandoned`` (closed by an operator as it stood)."""
+    book = ledger.read_portfolio(paths)
+    later = book is not None and book.as_of_session and book.as_of_session > st.session
+    if later and status != "abandoned":
+        raise ledger.SessionOrderError(
+            f"session {st.session} cannot be committed: the book is already at the later session "
+            f"{book.as_of_session} and a session never rewrites a later book")
     write_episodes(paths, read_records(paths))
+    fault_point("commit_episodes")
     out = summary(st, quarantine, stage)
+    if status != "done":
+        out[status] = st.info.get(status)
     atomic_write_json(sessions_dir(paths) / f"{st.session}.json", out)
+    fault_point("commit_summary")
     update_equity(paths, {"session": st.session, "start_net_liquidity": st.start_nl,
                           "end_net_liquidity": out["end_net_liquidity"],
                           "day_pnl_pct": out["day_pnl_pct"], "drawdown": 0.0,
                           "kill_switch": st.halted})
-    save_portfolio(paths, st)
-    st.status = "done"
+    fault_point("commit_equity")
+    if not later:
+        save_portfolio(paths, st)
+        fault_point("commit_book")
+        save_kill_switch(paths, kill_switch_of(st))
+        fault_point("commit_kill_switch")
+    raise_session_alerts(paths, st, quarantine_sessions)
+    fault_point("commit_alerts")
+    st.status = status
+    st.tradelog_anchor = anchor(paths)  # records cut from the log's end are found later
     save_session_state(paths, st)
     return out
 

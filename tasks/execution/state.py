@@ -9,19 +9,22 @@
   before every order is sent and after every bar that changed anything, so a restart resumes
   from it (see :mod:`tasks.execution.engine`);
 - ``kill_switch.json``: the last session's kill switch (tripped or armed).
+
+All three are read strictly (:mod:`tasks.execution.ledger`: schemas, one-line errors naming the
+file and its repair); the session record with a committed status is written last, after the
+book, the equity row, the kill switch and the summary (:func:`tasks.execution.outputs.finish`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tasks.execution import ledger
 from tasks.io import atomic_write_json
 from tasks.paths import Paths
 from tasks.settings import AppSettings
-from tasks.state import state_dir
 
 
 @dataclass
@@ -112,6 +115,7 @@ class SessionState:
     policy_version: str = ""
     model_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    tradelog_anchor: dict[str, Any] | None = None  # the trade log's head at the commit
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,8 +124,8 @@ class SessionState:
     def from_json(cls, raw: dict[str, Any]) -> SessionState:
         known = {f.name for f in fields(cls)}
         st = cls(**{k: v for k, v in raw.items() if k in known})
-        st.holdings = {s: Holding(**h) for s, h in raw.get("holdings", {}).items()}
-        st.working = [Working(**w) for w in raw.get("working", [])]
+        st.holdings = {s: _known(Holding, h) for s, h in raw.get("holdings", {}).items()}
+        st.working = [_known(Working, w) for w in raw.get("working", [])]
         return st
 
     def net_liquidity(self) -> float:
@@ -129,17 +133,23 @@ class SessionState:
         return self.cash + sum(h.qty * h.mark for h in self.holdings.values())
 
 
+def _known(cls: type, raw: dict[str, Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in raw.items() if k in names})
+
+
 def execution_dir(paths: Paths) -> Path:
-    return state_dir(paths) / "execution"
+    return ledger.execution_dir(paths)
 
 
 def session_state_path(paths: Paths, session: str) -> Path:
-    return execution_dir(paths) / f"{session}.json"
+    return ledger.record_path(paths, session)
 
 
 def load_session_state(paths: Paths, session: str) -> SessionState | None:
-    path = session_state_path(paths, session)
-    return SessionState.from_json(json.loads(path.read_text())) if path.is_file() else None
+    """The record of ``session`` (strict: a damaged one raises StateFileError), or None."""
+    raw = ledger.read_raw_record(paths, session)
+    return SessionState.from_json(raw) if raw is not None else None
 
 
 def save_session_state(paths: Paths, st: SessionState) -> Path:
@@ -159,25 +169,32 @@ class Portfolio:
 
 
 def portfolio_path(paths: Paths) -> Path:
-    return state_dir(paths) / "portfolio.json"
+    return ledger.portfolio_path(paths)
+
+
+def portfolio_of(raw: dict[str, Any], source: str) -> Portfolio:
+    """A book in portfolio.json's format (validated) as a :class:`Portfolio`."""
+    book = ledger.PortfolioFile.model_validate(raw)
+    known = {f.name for f in fields(Holding)}
+    holdings = {}
+    for p in book.positions:
+        row = p.model_dump()
+        h = {k: v for k, v in row.items() if k in known}
+        holdings[p.symbol] = Holding(**{**h, "qty": int(p.qty), "mark": float(p.price)})
+    nl = float(book.net_liquidity)
+    cash = float(book.cash if book.cash is not None
+                 else nl - sum(h.qty * h.mark for h in holdings.values()))
+    return Portfolio(nl, cash, holdings, float(book.sip_balance), book.as_of_session, source)
 
 
 def load_portfolio(paths: Paths, settings: AppSettings) -> Portfolio:
-    """portfolio.json, or the configured account cash with no position before any exists."""
-    path = portfolio_path(paths)
-    if not path.is_file():
+    """portfolio.json (strict), or the configured account cash with no position on a fresh
+    home; missing while sessions were executed: StateFileError (never an empty book)."""
+    book = ledger.read_portfolio(paths)
+    if book is None:
         cash = settings.guardrails.account_cash
         return Portfolio(cash, cash, {})
-    raw = json.loads(path.read_text())
-    known = {f.name for f in fields(Holding)}
-    holdings = {}
-    for p in raw.get("positions", []):
-        h = {k: v for k, v in p.items() if k in known}
-        holdings[p["symbol"]] = Holding(**{**h, "qty": int(p["qty"]), "mark": float(p["price"])})
-    nl = float(raw["net_liquidity"])
-    cash = float(raw.get("cash", nl - sum(h.qty * h.mark for h in holdings.values())))
-    return Portfolio(nl, cash, holdings, float(raw.get("sip_balance", 0.0)),
-                     raw.get("as_of_session"), str(path))
+    return portfolio_of(book.model_dump(), str(portfolio_path(paths)))
 
 
 def portfolio_json(st: SessionState) -> dict[str, Any]:
@@ -196,13 +213,23 @@ def save_portfolio(paths: Paths, st: SessionState) -> Path:
 
 
 def kill_switch_path(paths: Paths) -> Path:
-    return state_dir(paths) / "kill_switch.json"
+    return ledger.kill_switch_path(paths)
 
 
 def save_kill_switch(paths: Paths, record: dict[str, Any]) -> Path:
     return atomic_write_json(kill_switch_path(paths), record)
 
 
+def kill_switch_of(st: SessionState, threshold: float | None = None) -> dict[str, Any]:
+    """The kill switch a session leaves: its trip record, or armed for the session."""
+    if st.halted and st.kill:
+        return st.kill
+    return {"session": st.session, "tripped": False,
+            "threshold": threshold if threshold is not None else st.info.get("kill_threshold")}
+
+
 def load_kill_switch(paths: Paths) -> dict[str, Any] | None:
-    path = kill_switch_path(paths)
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The kill switch as it stands (strict; a record that says it tripped wins over a missing
+    or older kill_switch.json, see :func:`tasks.execution.ledger.effective_kill_switch`)."""
+    ks = ledger.effective_kill_switch(paths)
+    return ks if ks.get("session") is not None else None

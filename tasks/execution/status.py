@@ -1,4 +1,9 @@
-"""The operator's view of execution: mode, book, day P&L, kill switch, quarantine, live gates."""
+"""The operator's view of execution: mode, book, day P&L, kill switch, quarantine, live gates.
+
+Every state file is read strictly (:mod:`tasks.execution.ledger`): a damaged book, kill switch
+or session record stops ``hcp status`` with its one-line error; a missing ``kill_switch.json``
+shows the switch as the last session's record says it stands (tripped stays tripped).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,16 @@ from typing import Any
 import pandas as pd
 
 from tasks.data.calendar import sessions as calendar_sessions
-from tasks.execution import quarantine
+from tasks.execution import ledger, quarantine
 from tasks.execution.gates import live_gates
 from tasks.execution.outputs import load_summary
+from tasks.execution.overrides import operator_overrides
 from tasks.execution.sessions import sessions_after
 from tasks.execution.state import (
-    execution_dir,
     load_kill_switch,
     load_portfolio,
     load_session_state,
 )
-from tasks.operator.overrides import operator_overrides
 from tasks.paths import Paths
 from tasks.settings import AppSettings
 
@@ -30,8 +34,9 @@ def next_session(calendar: str, after: str | None, today: pd.Timestamp) -> str:
 
 
 def latest_session(paths: Paths) -> str | None:
-    files = sorted(execution_dir(paths).glob("*.json"))
-    return files[-1].stem if files else None
+    """The newest session with an execution record (temporary files are not records)."""
+    days = ledger.record_sessions(paths)
+    return days[-1] if days else None
 
 
 def _positions(holdings: dict) -> list[dict[str, Any]]:
@@ -42,9 +47,10 @@ def _positions(holdings: dict) -> list[dict[str, Any]]:
 
 def status(paths: Paths, settings: AppSettings, today: pd.Timestamp) -> dict[str, Any]:
     """Everything `hcp status` shows; ``today`` only picks the next session when none ran."""
+    led = ledger.read_ledger(paths)  # strict: a damaged book or record stops here
     last = latest_session(paths)
     st = load_session_state(paths, last) if last else None
-    running = st is not None and st.status != "done"
+    running = st is not None and st.status in ledger.OPEN
     nxt = last if running else next_session(settings.data.calendar, last, today)
     if running:
         nl, holdings, start = st.net_liquidity(), st.holdings, st.start_nl
@@ -63,6 +69,7 @@ def status(paths: Paths, settings: AppSettings, today: pd.Timestamp) -> dict[str
         "forced_demo": {k: forced.get(k) for k in ("forced_demo", "since", "by", "reason")},
         "go_live_stage": settings.execution.go_live_stage,
         "last_session": last, "session_running": running, "next_session": nxt,
+        "unfinished_sessions": led.unfinished(),
         "net_liquidity": nl, "positions": _positions(holdings), **day,
         "kill_switch": load_kill_switch(paths) or {"tripped": False, "session": None},
         "quarantine": {"active": q.active, "kind": q.kind, "days_left": q.days_left,

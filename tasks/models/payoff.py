@@ -21,7 +21,6 @@ A regime without enough earlier rows keeps the raw ``q`` and a slope of 0.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -5,11 +5,13 @@
 ``manifest.json`` (id, created_at, feature-schema hash, data hash, config hash, training span,
 thresholds, metrics).
 ``models/registry/manifest.json`` holds ``{"active": id, "shadow": id, "history": [...]}``.
+
+Both manifests and the cut points are read strictly (:mod:`tasks.models.manifests`): a damaged
+file is a :class:`~tasks.statefiles.StateFileError` naming it, never a default.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,13 @@ import joblib
 
 from tasks.features.regimes import VolRegimeCuts
 from tasks.io import atomic_write, atomic_write_json
+from tasks.models.manifests import (
+    read_cuts_file,
+    read_manifest_file,
+    read_registry_file,
+    registry_path,
+    write_registry,
+)
 from tasks.models.skill import SKILLED, skill_of
 from tasks.models.train import HorizonModel
 from tasks.paths import Paths
@@ -70,8 +79,8 @@ def load_baseline(paths: Paths, baseline_id: str) -> Baseline:
     if not mpath.is_file():
         known = ", ".join(list_baselines(paths)) or "none"
         raise RegistryError(f"no baseline {baseline_id!r} under {paths.models} (known: {known})")
-    manifest = json.loads(mpath.read_text())
-    cuts = VolRegimeCuts(**json.loads((folder / "regime_cuts.json").read_text()))
+    manifest = read_manifest_file(paths, baseline_id, needs=("horizons",)) or {}
+    cuts = VolRegimeCuts(**read_cuts_file(paths, baseline_id))
     models = {}
     for name, h in manifest["horizons"].items():
         head, ranker = folder / f"payoff_{name}.joblib", folder / f"ranker_{name}.joblib"
@@ -91,15 +100,12 @@ def list_baselines(paths: Paths) -> list[str]:
 
 
 def _registry_path(paths: Paths) -> Path:
-    return paths.models / "registry" / "manifest.json"
+    return registry_path(paths)
 
 
 def read_registry(paths: Paths) -> dict[str, Any]:
-    """The registry (empty slots when none exists yet)."""
-    path = _registry_path(paths)
-    if not path.is_file():
-        return {"active": None, "shadow": None, "history": []}
-    return json.loads(path.read_text())
+    """The registry (empty slots when none exists yet; StateFileError when damaged)."""
+    return read_registry_file(paths)
 
 
 class SkillGateError(RegistryError):
@@ -121,7 +127,7 @@ def promote(paths: Paths, baseline_id: str, slot: str, when: str, *, force: bool
         raise RegistryError(f"no baseline {baseline_id!r} to promote")
     entry: dict[str, Any] = {"slot": slot, "from": None, "to": baseline_id, "at": when}
     if slot == "active":
-        verdict = skill_of(json.loads(load_manifest.read_text()))["verdict"]
+        verdict = skill_of(read_manifest_file(paths, baseline_id) or {})["verdict"]
         if verdict != SKILLED:
             if not force or not (reason or "").strip():
                 raise SkillGateError(
@@ -134,5 +140,5 @@ def promote(paths: Paths, baseline_id: str, slot: str, when: str, *, force: bool
     entry["from"] = reg.get(slot)
     reg["history"].append(entry)
     reg[slot] = baseline_id
-    atomic_write_json(_registry_path(paths), reg)
+    write_registry(paths, reg)
     return reg

@@ -23,7 +23,6 @@ This module imports nothing heavy at load time (the live gates and the health re
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tasks.numbers import json_number
@@ -216,10 +215,9 @@ def health_warning(entry: dict[str, Any]) -> str | None:
 def active_skill(paths) -> tuple[str | None, dict[str, Any]]:
     """The active baseline's id and skill record, read from the registry files (light: no model
     is loaded). ``(None, {"verdict": "unknown", ...})`` when no baseline is active."""
-    reg_path = paths.models / "registry" / "manifest.json"
-    active = json.loads(reg_path.read_text()).get("active") if reg_path.is_file() else None
+    from tasks.models.manifests import read_manifest_file, read_registry_file
+
+    active = read_registry_file(paths).get("active")   # StateFileError names a damaged file
     if active is None:
         return None, {"verdict": UNKNOWN, "reasons": ["no active baseline"]}
-    mpath = paths.models / active / "manifest.json"
-    manifest = json.loads(mpath.read_text()) if mpath.is_file() else None
-    return active, skill_of(manifest)
+    return active, skill_of(read_manifest_file(paths, active, required=False))

@@ -30,6 +30,27 @@ class OperatorAction(BaseModel):
     reason: str = Field(..., min_length=3, max_length=500, description="Why (recorded verbatim).")
 
 
+class ForceDemoAction(OperatorAction):
+    """A request to force demo mode (``by`` and ``reason`` are stored escaped)."""
+
+    reason: str = Field(..., min_length=3, max_length=500,
+                        description="Why (recorded; control characters are stored escaped).")
+    request_id: str | None = Field(None, min_length=1, max_length=80,
+                                   pattern=r"^[A-Za-z0-9._:-]+$",
+                                   description="Names this request: a retry with the same id "
+                                               "is recorded once (default: a new id).")
+
+
+class ClearQuarantineAction(OperatorAction):
+    """A request to clear a quarantine or cool-off on a session."""
+
+    reason: str = Field(..., min_length=3, max_length=500,
+                        description="Why (recorded; control characters are stored escaped).")
+    session: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                description="Session the override applies to (default: the "
+                                            "book's session).")
+
+
 class Health(BaseModel):
     status: str
 
@@ -95,7 +116,15 @@ def _token_guard(settings: AppSettings) -> Callable[..., None]:
                                      f"(${settings.operator.serve.token_env} is not set): "
                                      "the POST endpoints are closed",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if not given or not hmac.compare_digest(given, expected):
+        # compared as bytes: a str compare_digest raises on non-ASCII text (a 500). The
+        # server decodes header bytes as latin-1, so encoding back gives the bytes sent; a
+        # token the client sent as UTF-8 then matches the UTF-8 bytes of the expected one
+        # (the variable's own bytes: os.environ keeps undecodable ones as escapes).
+        try:
+            sent = given.encode("latin-1")
+        except UnicodeEncodeError:  # not from the wire (a str built in-process)
+            sent = given.encode("utf-8", "surrogatepass")
+        if not sent or not hmac.compare_digest(sent, expected.encode("utf-8", "surrogateescape")):
             raise HTTPException(401, "a valid operator token is required "
                                      f"(Authorization: Bearer <${settings.operator.serve.token_env}>)",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -126,13 +155,21 @@ def create_app(paths: Paths | None = None, settings: AppSettings | None = None) 
         return ModelStats(**status.model_stats(paths))
 
     @app.post("/api/force-demo", dependencies=[Depends(guard)])
-    def force_demo(action: OperatorAction) -> dict[str, Any]:
-        return status.force_demo(paths, settings, by=action.by, reason=action.reason)
+    def force_demo(action: ForceDemoAction) -> dict[str, Any]:
+        # every request is recorded (one history entry and one alert each); a repeated
+        # request_id is a retry of the same request and recorded once. A damaged operator
+        # file already counts as a forced demo: 409 names it and its repair.
+        try:
+            return status.force_demo(paths, settings, by=action.by, reason=action.reason,
+                                     request_id=action.request_id)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from exc
 
     @app.post("/api/clear-quarantine", dependencies=[Depends(guard)])
-    def clear_quarantine(action: OperatorAction) -> dict[str, Any]:
+    def clear_quarantine(action: ClearQuarantineAction) -> dict[str, Any]:
         try:
-            return status.clear_quarantine(paths, settings, by=action.by, reason=action.reason)
+            return status.clear_quarantine(paths, settings, by=action.by, reason=action.reason,
+                                           session=action.session)
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from exc
 

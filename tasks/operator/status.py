@@ -23,10 +23,10 @@ import pandas as pd
 from tasks.alerts import TEXTS, read_alerts, render
 from tasks.escalation.budget import budget_dir, read_budget
 from tasks.escalation.record import read_record
+from tasks.execution import overrides
 from tasks.execution.quarantine import clear_quarantine as clear
 from tasks.execution.status import status as execution_status
 from tasks.models.registry import RegistryError, load_baseline, read_registry
-from tasks.operator import overrides
 from tasks.paths import Paths
 from tasks.plan.outputs import output_paths
 from tasks.policy import current_policy, policy_dir, policy_settings
@@ -394,25 +394,32 @@ def recent_alerts(paths: Paths, n: int = 20) -> list[dict[str, Any]]:
 
 
 def force_demo(paths: Paths, settings: AppSettings, *, by: str, reason: str,
-               at: str | None = None) -> dict[str, Any]:
-    """Force demo mode now (who and why recorded); live refuses to start while it holds."""
+               at: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    """Force demo mode now (who and why recorded, escaped); live refuses to start while it
+    holds. Every request is recorded; a repeated ``request_id`` only once."""
     at = at or pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
-    return overrides.force_demo(paths, by=by, reason=reason, at=at)
+    return overrides.force_demo(paths, by=by, reason=reason, at=at, request_id=request_id)
 
 
 def clear_quarantine(paths: Paths, settings: AppSettings, *, by: str, reason: str,
-                     at: str | None = None) -> dict[str, Any]:
-    """An operator override of the quarantine (the rules may refuse: ValueError says why)."""
+                     at: str | None = None, session: str | None = None) -> dict[str, Any]:
+    """An operator override of the quarantine on ``session`` (default: the book's session,
+    else today); the rules may refuse: ValueError says why."""
     at = at or pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")
-    state = clear(paths, settings, at=at, by=by, reason=reason, source="operator")
-    return {"cleared": True, "by": by, "reason": reason, "at": at,
+    day = session or book_session(paths) or at[:10]
+    state = clear(paths, settings, at=at, by=by, reason=reason, source="operator", session=day)
+    return {"cleared": True, "session": day, "by": state["history"][-1]["by"],
+            "reason": state["history"][-1]["reason"], "at": at,
             "history": state.get("history", [])[-3:]}
 
 
 def budget_status(paths: Paths, settings: AppSettings, session: str | None = None
                   ) -> dict[str, Any]:
     """Remote calls used in ``session`` (default: the latest session with a budget or
-    escalation record) and their outcomes."""
+    escalation record) and their outcomes. A budget file that cannot be trusted reads as spent
+    (``damaged``: why); an escalation record that cannot be read is named in ``damaged``."""
+    from tasks.statefiles import StateFileError
+
     limit = settings.escalation.max_calls_per_session
     if session is None:
         last = latest_file(budget_dir(paths), "*.json")
@@ -421,12 +428,20 @@ def budget_status(paths: Paths, settings: AppSettings, session: str | None = Non
     if session is None:
         return {"session": None, "used": 0, "limit": limit, "calls": []}
     budget = read_budget(paths, session, limit)
+    damaged = [budget["damaged"]] if budget.get("damaged") else []
+    try:
+        entries = read_record(paths, session)["calls"]
+    except StateFileError as exc:
+        entries, damaged = [], [*damaged, str(exc)]
     calls = [{"call_type": c.get("call_type"), "status": c.get("status"),
               "backend": c.get("backend"), "policy_before": c.get("policy_before"),
               "policy_after": c.get("policy_after"), "attempts": len(c.get("attempts", []))}
-             for c in read_record(paths, session)["calls"]]
-    return {"session": session, "used": int(budget["used"]), "limit": int(budget["limit"]),
-            "calls": calls}
+             for c in entries]
+    out = {"session": session, "used": int(budget["used"]), "limit": int(budget["limit"]),
+           "calls": calls}
+    if damaged:
+        out["damaged"] = "; ".join(damaged)
+    return out
 
 
 def risk_status(paths: Paths, settings: AppSettings, today: pd.Timestamp | None = None,

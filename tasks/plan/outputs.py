@@ -63,14 +63,30 @@ def latest_paths(paths: Paths) -> dict[str, Path]:
 def write_session(paths: Paths, day: str, signals: pd.DataFrame, plan: pd.DataFrame,
                   audit: pd.DataFrame, health: dict[str, Any], shadow: pd.DataFrame | None
                   ) -> dict[str, Path]:
-    """Write the dated files, then the latest copies; returns every path written."""
+    """Write the dated files, then the latest copies; returns every path written.
+
+    The set becomes visible as a whole through its run record (``reports/runs/daily_<D>.json``,
+    which the caller writes last with every output's sha256): the record is marked
+    ``writing`` here before the first output is replaced, so a reader (the intraday run, see
+    :func:`tasks.execution.ledger.plan_commit_problem`) never takes a half-written set for the
+    committed one. Leftovers of killed writes (``.tmp-*``) are removed first: all of them in
+    the session's own folders, those older than a minute in the folders other sessions share."""
+    from tasks.io import fault_point
+    from tasks.statefiles import remove_temp_files
+
     where = output_paths(paths, day)
-    written = {
-        "signals": atomic_write_parquet(where["signals"], _signals_for_disk(signals)),
-        "plan": atomic_write(where["plan"], lambda t: t.write_bytes(plan_csv_bytes(plan))),
-        "audit": atomic_write_parquet(where["audit"], audit),
-        "health": atomic_write_json(where["health"], health),
-    }
+    own = {where["plan"].parent, where["signals"].parent}
+    for folder in {p.parent for p in [*where.values(), *latest_paths(paths).values()]}:
+        remove_temp_files(folder, older_than_s=0.0 if folder in own else 60.0)
+    atomic_write_json(paths.runs / f"daily_{day}.json", {"writing": True, "session": day})
+    written = {"signals": atomic_write_parquet(where["signals"], _signals_for_disk(signals))}
+    fault_point("daily_outputs")
+    written["plan"] = atomic_write(where["plan"], lambda t: t.write_bytes(plan_csv_bytes(plan)))
+    fault_point("daily_outputs")
+    written["audit"] = atomic_write_parquet(where["audit"], audit)
+    fault_point("daily_outputs")
+    written["health"] = atomic_write_json(where["health"], health)
+    fault_point("daily_outputs")
     html = render_report(day, plan, health, audit, session_config(paths, health))
     written["report"] = atomic_write(where["report"], lambda t: t.write_text(html))
     if shadow is not None:
@@ -82,6 +98,7 @@ def write_session(paths: Paths, day: str, signals: pd.DataFrame, plan: pd.DataFr
             data = written[key].read_bytes()
             atomic_write(target, lambda t, d=data: t.write_bytes(d))
             written[f"latest_{key}"] = target
+            fault_point("daily_outputs")
         atomic_write_json(marker, {"date": day})
     return written
 

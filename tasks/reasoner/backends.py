@@ -11,7 +11,7 @@ import atexit
 import threading
 from typing import Any
 
-from tasks.escalation.settings import LlamaCppSettings, OllamaSettings
+from tasks.config.escalation import LlamaCppSettings, OllamaSettings
 from tasks.reasoner.base import BackendFailed, Messages
 
 _LLAMA: dict[tuple[str, int, int, int], Any] = {}

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tasks.escalation.prompts import sha256_json, sha256_text
-from tasks.escalation.settings import ReasonerSettings
+from tasks.config.escalation import ReasonerSettings
 from tasks.reasoner.backends import make_backend
 from tasks.reasoner.base import Attempt, BackendFailed, Messages
+from tasks.reasoner.text import sha256_json, sha256_text
 
 Parser = Callable[[str], tuple[BaseModel | None, str]]
 

@@ -12,11 +12,10 @@ import pandas as pd
 from jinja2 import Environment, StrictUndefined
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tasks.escalation.prompts import data_block, scrub, sha256_json
-from tasks.escalation.record import session_timestamp
 from tasks.paths import Paths
 from tasks.reasoner.cache import cached
 from tasks.reasoner.chain import answer_json, offline_alert, write_text
+from tasks.reasoner.text import data_block, scrub, session_timestamp, sha256_json
 from tasks.settings import AppSettings
 from tasks.trading_settings import TOGGLEABLE_FEATURES
 

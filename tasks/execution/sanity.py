@@ -1,4 +1,5 @@
-"""The kill switch's SANITY_JUDGE call: the intraday hook wired to :func:`escalate`.
+"""The kill switch's SANITY_JUDGE call: the intraday hook wired to the escalation service
+(:func:`tasks.escalation.service.escalate`; execution sits above escalation in the layers).
 
 The intraday engine calls :func:`sanity_judge_hook` when the kill switch trips. The request is
 the runbook's SANITY_JUDGE fields filled by the engine; the answer goes through the same
