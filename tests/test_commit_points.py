@@ -305,3 +305,25 @@ def test_a_stray_session_file_no_longer_crashes_the_daily_risk_triggers(demo):
     assert res.status in ("OK", "WARNING") and not stray.exists()
     health = read(Path(res.outputs["health"]))
     assert health["book"]["as_of_session"] == EXEC
+
+
+def test_folder_readers_never_take_a_temporary_file_for_a_session(tmp_path):
+    """A stray ``.tmp-*.json`` (a write cut by a kill) sorts before the dated files; no reader
+    that lists a folder of session files takes it for one."""
+    import json
+
+    from tasks.escalation.inputs import latest_nightly, session_records
+    from tasks.operator.status import file_upto, latest_file
+    from tasks.paths import Paths, state_dir
+
+    paths = Paths(tmp_path)
+    sessions, nightly = state_dir(paths) / "sessions", paths.reports / "nightly"
+    for folder in (sessions, nightly):
+        folder.mkdir(parents=True)
+        (folder / "2024-01-02.json").write_text(json.dumps({"session": "2024-01-02"}))
+        (folder / ".tmp-zz9.json").write_bytes(b"")          # 0 bytes, as a kill leaves it
+    assert [r["session"] for r in session_records(paths, "2024-12-31", 5)] == ["2024-01-02"]
+    assert latest_nightly(paths, "2024-12-31") == nightly / "2024-01-02.json"
+    (nightly / ".tmp-2024-12-30.json").write_bytes(b"")
+    assert latest_file(nightly, "*.json") == nightly / "2024-01-02.json"
+    assert file_upto(nightly, "*.json", "2024-12-31") == nightly / "2024-01-02.json"

@@ -20,6 +20,7 @@ from tasks.io import file_hash
 from tasks.paths import Paths
 from tasks.plan.context import TEXT_COLUMNS
 from tasks.settings import AppSettings
+from tasks.statefiles import is_temp_name
 
 #: features whose rank IC with the realised outcome is reported to REWARD_ENGINEER
 PERFORMANCE_FEATURES = {"vol_z": "vol_z", "corr_mkt": "corr_mkt", "liquidity": "log_dollar_volume",
@@ -44,14 +45,16 @@ def load_session_record(paths: Paths, day: str) -> dict[str, Any] | None:
 def session_records(paths: Paths, day: str, n: int) -> list[dict[str, Any]]:
     """The last ``n`` execution summaries up to ``day``, oldest first."""
     folder = state_dir(paths) / "sessions"
-    files = sorted(p for p in folder.glob("*.json") if p.stem <= day) if folder.is_dir() else []
+    files = sorted(p for p in folder.glob("*.json")
+                   if p.stem <= day and not is_temp_name(p.name)) if folder.is_dir() else []
     return [json.loads(p.read_text()) for p in files[-n:]]
 
 
 def latest_nightly(paths: Paths, day: str) -> Path | None:
     """The newest nightly realised record dated on or before ``day``."""
     folder = paths.reports / "nightly"
-    files = sorted(p for p in folder.glob("*.json") if p.stem <= day) if folder.is_dir() else []
+    files = sorted(p for p in folder.glob("*.json")
+                   if p.stem <= day and not is_temp_name(p.name)) if folder.is_dir() else []
     return files[-1] if files else None
 
 

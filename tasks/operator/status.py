@@ -33,6 +33,7 @@ from tasks.policy import current_policy, policy_dir, policy_settings
 from tasks.risk.clamps import exposures
 from tasks.settings import AppSettings
 from tasks.state import load_book, state_dir
+from tasks.statefiles import is_temp_name
 
 VOL_BADGES = ((1.0, "Normal"), (2.0, "High"))  # market vol z below the bound -> badge; else Extreme
 ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -46,14 +47,16 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def latest_file(folder: Path, pattern: str) -> Path | None:
     """The last file (by name: names carry ISO dates) matching ``pattern`` in ``folder``."""
-    files = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    files = sorted(f for f in folder.glob(pattern) if not is_temp_name(f.name)) \
+        if folder.is_dir() else []
     return files[-1] if files else None
 
 
 def file_upto(folder: Path, pattern: str, session: str | None) -> Path | None:
     """The last ``<ISO date>.json``-style file in ``folder`` dated on or before ``session``
     (any date when ``session`` is None): a later file never answers for an earlier session."""
-    files = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    files = sorted(f for f in folder.glob(pattern) if not is_temp_name(f.name)) \
+        if folder.is_dir() else []
     if session is not None:
         files = [f for f in files if f.stem[-10:] <= session]
     return files[-1] if files else None
