@@ -7,9 +7,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -17,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows.cli_errors import friendly
 from flows.cli_exec import register as register_execution
 from flows.cli_operator import alerts_app, serve_cmd
-from tasks.data.sources import SourceError
 from tasks.data.store import StoreError
 from tasks.paths import Paths
-from tasks.settings import ConfigError, config_path, load_settings
+from tasks.settings import config_path, load_settings
 
 app = typer.Typer(help="Hybrid control plane: validated data, features, models, daily plan.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -45,28 +44,6 @@ class Source(StrEnum):
     parquet = "parquet"
     csv = "csv"
     yfinance = "yfinance"
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn known errors into one clear line and exit code 2 instead of a traceback (never
-    wrapped at the console width: a log or a pipe gets the line whole)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):  # click's Exit is a RuntimeError: let it through as is
-            raise
-        except (ConfigError, StoreError, SourceError, ValueError, FileNotFoundError,
-                RuntimeError) as exc:
-            # an import that kept nothing exits 1; its module is only loaded by an import (and
-            # costs a quarter of a second, which the fast refusals before a flow do not pay)
-            ingest = sys.modules.get("tasks.data.ingest")
-            code = 1 if ingest is not None and isinstance(exc, ingest.NothingUsable) else 2
-            console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(code) from exc
-
-    return wrapper
 
 
 @contextmanager

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from enum import StrEnum
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from flows.cli_errors import friendly
 from tasks.paths import Paths
 from tasks.settings import load_settings
 
@@ -26,18 +25,6 @@ out = Console(highlight=False, soft_wrap=True)
 class Mode(StrEnum):
     demo = "demo"
     live = "live"
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """flows.cli.friendly, looked up at call time (flows.cli imports this module)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from flows.cli import friendly
-
-        return friendly(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def run_intraday(
@@ -111,7 +98,7 @@ def run_intraday(
 
 
 @tradelog_app.command("verify")
-@_friendly
+@friendly
 def tradelog_verify(
     path: Annotated[Path | None, typer.Argument(
         help="A trade log file, or a folder holding tradelog.jsonl or data/state/tradelog.jsonl "
@@ -217,7 +204,7 @@ def status_cmd(
 
 
 @quarantine_app.command("clear")
-@_friendly
+@friendly
 def quarantine_clear(
     by: Annotated[str, typer.Option(help="Who overrides (logged).")],
     reason: Annotated[str, typer.Option(help="Why (logged; required).")],
@@ -242,7 +229,7 @@ def quarantine_clear(
 
 def register(app: typer.Typer, run_app: typer.Typer) -> None:
     """Add the execution commands to the ``hcp`` application."""
-    run_app.command("intraday")(_friendly(run_intraday))
-    app.command("status")(_friendly(status_cmd))
+    run_app.command("intraday")(friendly(run_intraday))
+    app.command("status")(friendly(status_cmd))
     app.add_typer(tradelog_app, name="tradelog")
     app.add_typer(quarantine_app, name="quarantine")

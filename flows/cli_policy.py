@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli_errors import friendly
 from tasks.paths import Paths
 from tasks.settings import load_settings
 
 console = Console(stderr=True)
 out = Console()
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The CLI's error handling (imported when called: flows.cli registers this module)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from flows.cli import friendly as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _now() -> str:

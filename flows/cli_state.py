@@ -10,15 +10,14 @@ project holds, or writes the safe state explicitly, and logs the repair
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from flows.cli_errors import friendly
 from tasks.paths import Paths
 from tasks.settings import load_settings
 
@@ -27,18 +26,6 @@ out = Console(highlight=False, soft_wrap=True)
 
 state_app = typer.Typer(help="State files under data/state (and the model registry): check "
                              "them, repair a damaged one (logged).", no_args_is_help=True)
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The CLI's error handling (imported when called: flows.cli registers this module)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from flows.cli import friendly as handle
-
-        return handle(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _now() -> str:
