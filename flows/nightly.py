@@ -2,7 +2,8 @@
 
 For every archived plan of a session P <= D whose horizon has fully passed by D, each order is
 marked to its realised barrier outcome on the bars P+1 .. P+h (take-profit first, stop first,
-both in one bar = the label's same-bar rule, or timeout at the close of P+h). Prices are
+both in one bar = the label's same-bar rule, or timeout at the close of P+h; one
+implementation with the labels: :func:`tasks.features.labels.classify_touches`). Prices are
 compared as ratios to the entry on adjusted bars, so a split in between does not fake a hit.
 The result, ``reports/nightly/<D>.json``, holds per-plan and overall hit rates next to the
 mean calibrated P(win) the plans expected: the realised record the escalation checks read.
@@ -21,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.store import load_bars
+from tasks.features.labels import OUTCOMES, classify_touches, outcome_label, path_touches
 from tasks.io import atomic_write_json
 from tasks.operator.notify import notify_pending
 from tasks.paths import Paths
@@ -28,21 +30,24 @@ from tasks.settings import AppSettings, load_settings
 
 
 def order_outcome(plan_row: pd.Series, path: pd.DataFrame, same_bar: str) -> dict[str, Any]:
-    """Outcome of one BUY order on its adjusted path (rows after the plan's session)."""
+    """Outcome of one BUY order on its adjusted path (rows after the plan's session), by the
+    labels' own barrier rule (:func:`tasks.features.labels.classify_touches`): both barriers in
+    one session is a win, a loss or unknown (NaN, left out of the hit rate) as
+    ``labels.same_bar`` says, exactly as the model was trained; its return is the stop's (the
+    conservative reading of :func:`tasks.features.labels.barrier_pnl`)."""
     entry_adj = path.attrs["entry_adj"]
     up = plan_row["take_profit"] / plan_row["entry_price"]
     down = plan_row["stop"] / plan_row["entry_price"]
-    for row in path.itertuples(index=False):
-        hit_up = row.adj_high / entry_adj >= up
-        hit_down = row.adj_low / entry_adj <= down
-        if hit_up and hit_down:
-            return {"outcome": "both", "win": same_bar == "win", "ret": np.nan}
-        if hit_up:
-            return {"outcome": "tp", "win": True, "ret": up - 1}
-        if hit_down:
-            return {"outcome": "sl", "win": False, "ret": down - 1}
-    ret = path["adj_close"].iloc[-1] / entry_adj - 1 if len(path) else np.nan
-    return {"outcome": "timeout", "win": False, "ret": float(ret)}
+    t_up, t_dn = path_touches(up, down, path["adj_high"].to_numpy() / entry_adj,
+                              path["adj_low"].to_numpy() / entry_adj)
+    code = int(classify_touches(np.array([t_up]), np.array([t_dn]))[0])
+    label = float(outcome_label(np.array([code]), same_bar)[0])
+    win = None if np.isnan(label) else bool(label)
+    if code == 3:
+        ret = float(path["adj_close"].iloc[-1] / entry_adj - 1) if len(path) else np.nan
+    else:
+        ret = float(up - 1) if code == 0 else float(down - 1)
+    return {"outcome": OUTCOMES[code], "win": win, "ret": ret}
 
 
 def plan_outcomes(plan: pd.DataFrame, day: pd.Timestamp, bars: pd.DataFrame,
@@ -94,7 +99,11 @@ def write_summary(paths: Paths, day: pd.Timestamp, out: pd.DataFrame, settings: 
                                "plan_horizon": settings.fusion.plan_horizon}
     if len(out):
         summary.update(
-            hit_rate=float(out["win"].mean()), expected_hit_rate=float(out["prob_win_cal"].mean()),
+            # orders whose outcome is unknown (both barriers in one session, same_bar: drop)
+            # are left out of the hit rate, as they are left out of the labels
+            hit_rate=(float(known.astype(float).mean()) if len(known := out["win"].dropna())
+                      else None),
+            expected_hit_rate=float(out["prob_win_cal"].mean()),
             mean_return=float(out["ret"].mean()),
             by_outcome={k: int(v) for k, v in out["outcome"].value_counts().sort_index().items()},
             sessions=sorted(out["session"].unique().tolist()))

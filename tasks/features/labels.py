@@ -38,6 +38,31 @@ def _first_touch(level: np.ndarray, path: pd.DataFrame, h: int, above: bool) -> 
     return first
 
 
+def classify_touches(t_up: np.ndarray, t_dn: np.ndarray) -> np.ndarray:
+    """Outcome codes (0 tp, 1 sl, 2 both in one session, 3 timeout) from the first session on
+    which the take-profit and the stop were touched (inf: never). The one barrier rule: the
+    labels, the nightly marks of real plans and the backtest all classify through it."""
+    t_up, t_dn = np.asarray(t_up, dtype="float64"), np.asarray(t_dn, dtype="float64")
+    return np.select([t_up < t_dn, t_dn < t_up, np.isfinite(t_up) & (t_up == t_dn)],
+                     [0, 1, 2], default=3)
+
+
+def outcome_label(outcome: np.ndarray, same_bar: str) -> np.ndarray:
+    """Win (1) / loss (0) of outcome codes; both in one session per ``labels.same_bar``
+    (``loss`` 0, ``win`` 1, ``drop`` NaN: unknown, left out of hit rates)."""
+    same = {"loss": 0.0, "win": 1.0, "drop": np.nan}[same_bar]
+    return np.choose(np.asarray(outcome), [1.0, 0.0, same, 0.0]).astype("float64")
+
+
+def path_touches(up: float, down: float, high: np.ndarray, low: np.ndarray) -> tuple[float, float]:
+    """First session (1-based) of a path whose high reaches ``up`` / whose low reaches
+    ``down`` (inf when never): one trade's counterpart of the panel's first-touch search."""
+    high, low = np.asarray(high, dtype="float64"), np.asarray(low, dtype="float64")
+    hit_up, hit_dn = np.flatnonzero(high >= up), np.flatnonzero(low <= down)
+    return (float(hit_up[0] + 1) if len(hit_up) else np.inf,
+            float(hit_dn[0] + 1) if len(hit_dn) else np.inf)
+
+
 def barrier_labels(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame,
                    atr_abs: pd.DataFrame, h: int, settings: AppSettings
                    ) -> dict[str, np.ndarray]:
@@ -49,10 +74,8 @@ def barrier_labels(high: pd.DataFrame, low: pd.DataFrame, close: pd.DataFrame,
         t_up = _first_touch(entry + cfg.take_profit_atr * a, high, h, above=True)
         t_dn = _first_touch(entry - cfg.stop_atr * a, low, h, above=False)
     complete = close.shift(-h).notna().to_numpy() & np.isfinite(entry) & np.isfinite(a)
-    outcome = np.select([t_up < t_dn, t_dn < t_up, np.isfinite(t_up) & (t_up == t_dn)],
-                        [0, 1, 2], default=3)
-    same = {"loss": 0.0, "win": 1.0, "drop": np.nan}[cfg.same_bar]
-    label = np.choose(outcome, [1.0, 0.0, same, 0.0]).astype("float64")
+    outcome = classify_touches(t_up, t_dn)
+    label = outcome_label(outcome, cfg.same_bar)
     label[~complete] = np.nan
     fwd = np.log(close.shift(-h) / close).to_numpy().copy()
     fwd[~complete] = np.nan
