@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -87,3 +88,13 @@ def llama_url():
         pytest.fail(crashed, pytrace=False)
     with llama_server(gguf_path()) as url:
         yield url
+
+
+@pytest.fixture
+def trained_copy(trained_home, tmp_path, monkeypatch) -> Paths:
+    """A private copy of the trained home, in force for one test (tests write outputs and
+    state into it; the session's trained home stays as trained)."""
+    paths = Paths(tmp_path / "home")
+    shutil.copytree(trained_home.home, paths.home)
+    use_home(monkeypatch, paths)
+    return paths

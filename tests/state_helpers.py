@@ -107,7 +107,8 @@ DAMAGE = ("truncated", "garbled", "emptied", "wrong_shape", "deleted")
 
 
 def damage(path: Path, how: str) -> None:
-    """Damage a state file the way a crash, a disk or a person would."""
+    """Damage a state file the way a crash, a disk or a person would: ``how`` is one of
+    :data:`DAMAGE`, ``{}`` (an emptied object) or ``[]`` (a value of the wrong type)."""
     path = Path(path)
     data = path.read_bytes()
     if how == "truncated":
@@ -116,6 +117,8 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(b"\xff\xfe\x00garbage" + data[20:])
     elif how == "emptied":
         path.write_bytes(b"")
+    elif how in ("{}", "[]"):
+        path.write_bytes(how.encode())
     elif how == "wrong_shape":
         path.write_text(json.dumps({"net_liquidity": "a lot", "session": 7, "tripped": "maybe",
                                     "positions": 3, "status": "sideways"}))

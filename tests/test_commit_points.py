@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from tasks.execution.status import latest_session
 from tasks.execution.tradelog import read_records
 from tasks.paths import Paths
 from tasks.settings import PROJECT_ROOT
-from tests.conftest import SMALL_ENV, use_home
+from tests.conftest import SMALL_ENV
 from tests.exec_helpers import PREV, SESSION, settings
 from tests.state_helpers import NEXT, bars_file, child, hcp, home, one_line, read, session_bars, state
 
@@ -233,11 +232,8 @@ with prefect_test_harness(server_startup_timeout=120):
 
 
 @pytest.fixture
-def demo(trained_home, tmp_path, monkeypatch) -> Paths:
-    paths = Paths(tmp_path / "home")
-    shutil.copytree(trained_home.home, paths.home)
-    use_home(monkeypatch, paths)
-    return paths
+def demo(trained_copy) -> Paths:
+    return trained_copy
 
 
 def test_daily_alerts_are_raised_by_the_rerun_after_a_kill_after_the_record(demo, monkeypatch):

@@ -11,7 +11,6 @@ wrote the narrative.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +26,6 @@ from tasks.execution.tradelog import TradeLog
 from tasks.paths import Paths
 from tasks.policy import list_versions
 from tasks.settings import load_settings
-from tests.conftest import use_home
 from tests.llm_fakes import FakeServer, completion
 from tests.plan_checks import assert_plan_sane
 
@@ -55,10 +53,8 @@ def fake():
 
 
 @pytest.fixture
-def home(trained_home, tmp_path, monkeypatch, fake) -> Paths:
-    paths = Paths(tmp_path / "home")
-    shutil.copytree(trained_home.home, paths.home)
-    use_home(monkeypatch, paths)
+def home(trained_copy, monkeypatch, fake) -> Paths:
+    paths = trained_copy
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     monkeypatch.setenv("HCP_REMOTE_BASE_URL", fake.url + "/v1")
     monkeypatch.setenv("HCP_LOCAL_BACKEND", "template")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from io import BytesIO
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from flows.replay import replay
 from tasks.models.registry import RegistryError, promote
 from tasks.paths import Paths
 from tasks.plan import runs
-from tests.conftest import use_home
 from tests.plan_checks import assert_plan_sane
 
 
@@ -34,12 +32,8 @@ def harness():
 
 
 @pytest.fixture
-def home(trained_home, tmp_path, monkeypatch) -> Paths:
-    """A private copy of the trained home (tests here write outputs and state)."""
-    paths = Paths(tmp_path / "home")
-    shutil.copytree(trained_home.home, paths.home)
-    use_home(monkeypatch, paths)
-    return paths
+def home(trained_copy) -> Paths:
+    return trained_copy
 
 
 def test_daily_flow_writes_plan_health_and_reports(home, harness):

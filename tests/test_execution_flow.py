@@ -4,7 +4,6 @@ keeps the live state untouched while each plan sees the book the previous sessio
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -15,16 +14,12 @@ from typer.testing import CliRunner
 from flows.cli import app
 from tasks.execution.tradelog import verify
 from tasks.paths import Paths, SandboxPaths
-from tests.conftest import use_home
 
 
 @pytest.fixture
-def home(trained_home, tmp_path, monkeypatch) -> Paths:
-    paths = Paths(tmp_path / "home")
-    shutil.copytree(trained_home.home, paths.home)
-    use_home(monkeypatch, paths)
+def home(trained_copy, monkeypatch) -> Paths:
     monkeypatch.setenv("COLUMNS", "300")
-    return paths
+    return trained_copy
 
 
 def test_daily_then_intraday_flow_then_the_next_plan_sees_the_book(home):

@@ -41,6 +41,7 @@ from tasks.policy import (
 )
 from tasks.settings import load_settings
 from tasks.statefiles import StateFileError, read_jsonl, repairs_path
+from tests.state_helpers import damage
 
 DAY = "2020-03-09"                      # a Monday
 KILLS = ["2020-03-02", "2020-03-03", "2020-03-04"]
@@ -128,25 +129,7 @@ FILES = {
 }
 
 
-def damage(path: Path, how: str) -> None:
-    data = path.read_bytes()
-    if how == "truncated":
-        path.write_bytes(data[: len(data) // 2])
-    elif how == "garbled":
-        path.write_bytes(b"\xff\xfe\x00" + data[3:])
-    elif how == "emptied":
-        path.write_bytes(b"")
-    elif how == "{}":
-        path.write_bytes(b"{}")
-    elif how == "wrong shape":
-        path.write_bytes(b"[]")
-    elif how == "deleted":
-        path.unlink()
-    else:
-        raise AssertionError(how)
-
-
-DAMAGES = ["truncated", "garbled", "emptied", "{}", "wrong shape", "deleted"]
+DAMAGES = ["truncated", "garbled", "emptied", "{}", "[]", "deleted"]
 # Deleting these two is not damage: without a registry there is no active model (the daily
 # command refuses: no plan), and a session's escalation record may legitimately be absent
 # while its budget counts an attempt (a process killed between the two writes); the budget
@@ -206,8 +189,8 @@ def test_deleting_evidence_resets_nothing(home, kind, how):
 # one damage of every kind through the real command line: `hcp run intraday` checks every
 # state file its flow reads before Prefect starts (explicit bars: no bar store needed)
 CLI_CASES = [("budget", "{}"), ("escalation-record", "truncated"), ("quarantine", "deleted"),
-             ("operator", "wrong shape"), ("policy-pointer", "deleted"),
-             ("policy-version", "garbled"), ("registry", "wrong shape"),
+             ("operator", "[]"), ("policy-pointer", "deleted"),
+             ("policy-version", "garbled"), ("registry", "[]"),
              ("model-manifest", "emptied"), ("regime-cuts", "{}")]
 
 
