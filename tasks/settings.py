@@ -23,9 +23,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tasks.config.backtest import BacktestSettings
 from tasks.config.escalation import EscalationSettings, ReasonerSettings, RemoteSettings
 from tasks.config.execution import ExecutionSettings
+from tasks.config.gates import GateSettings
 from tasks.config.operator import OperatorSettings
+from tasks.config.shadow import ShadowSettings
 from tasks.config.trading import (
     DailySettings,
     FusionSettings,
@@ -257,6 +260,10 @@ class AppSettings(BaseSettings):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings, description="Triggers.")
     remote: RemoteSettings = Field(default_factory=RemoteSettings, description="Remote LLM.")
     reasoner: ReasonerSettings = Field(default_factory=ReasonerSettings, description="Local LLM.")
+    backtest: BacktestSettings = Field(default_factory=BacktestSettings, description="Backtests.")
+    gates: GateSettings = Field(default_factory=GateSettings, description="Promotion gates.")
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings,
+                                   description="Shadow comparison and rollback guard.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:

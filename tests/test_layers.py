@@ -17,6 +17,7 @@ LAYERS = [
     ("shared state", {"alerts", "policy"}),
     ("domain", {"data", "features", "models", "risk", "health", "plan"}),
     ("services", {"reasoner", "escalation", "execution", "state", "reports", "operator"}),
+    ("evaluation", {"backtest"}),
     ("state-file table", {"statespecs"}),
 ]
 
