@@ -7,7 +7,8 @@ Per bar (all symbols whose bar ends at the same time):
    them) is what every order of the bar is clamped against;
 3. exits: working exits (kill-switch flatten, plan SELL signals, remainders), then stops and
    take-profits touched by the bar (stop first when both are) - clamped too (exits pass);
-4. entries (refused while halted or stalled): each working plan entry sends one child order,
+4. entries (refused while a protection locks them: halted or stalled, see
+   :mod:`tasks.execution.protections`): each working plan entry sends one child order,
    cut by :func:`tasks.risk.clamps.clamp_order` at the bar's open against the clamp book; a
    fill is booked into the clamp book before the next order (as :func:`clamp_batch` does);
 5. marks move to the close, high-water marks and trailing stops are updated (they act from the
@@ -23,13 +24,14 @@ are recognised by id and not sent again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from tasks.execution import positions as pos
 from tasks.execution.broker import Bar, Broker, Fill, OrderRequest
-from tasks.execution.halt import Halt
+from tasks.execution.halt import Halt, HaltContext
+from tasks.execution.protections import Protection, entry_lock, intraday_protections
 from tasks.execution.state import SessionState, Working, save_session_state
 from tasks.execution.tradelog import TradeLog
 from tasks.io import FAULT_ENV, fault_point  # noqa: F401 (tests: crash at a named point)
@@ -75,6 +77,7 @@ class Setup:
     close_ts: str
     sanity_judge: Callable | None = None
     observer: Observer | None = None
+    protections: Sequence[Protection] | None = None  # None: the intraday protections
 
 
 def _opposite(side: str) -> str:
@@ -85,7 +88,10 @@ class Engine:
     def __init__(self, setup: Setup, st: SessionState) -> None:
         self.s, self.st = setup, st
         self.applied = set(st.applied)
-        self.halt = Halt(self)
+        self.protections = tuple(setup.protections) if setup.protections is not None \
+            else intraday_protections(setup.settings.data.calendar)
+        self.halt = Halt(HaltContext(setup, st, self.protections, self.withdraw, self.save,
+                                     self.booked, self.log_intent, self.complete))
 
     # ---- persistence and the trade log ------------------------------------------------------
     def save(self) -> None:
@@ -106,6 +112,15 @@ class Engine:
         if not self.s.log.logged(rec["order_id"], rec["event"]):
             self.s.log.append(rec)
 
+    def log_intent(self, child: OrderRequest, meta: dict[str, Any], start_ts: str) -> None:
+        """Log an order's ``intent`` (once)."""
+        self.log_once(self.record("intent", child.order_id, child.symbol, child.side, start_ts,
+                                  meta, qty=child.qty, kind=child.kind, price=child.price))
+
+    def booked(self, order_id: str) -> bool:
+        """The order's result is booked (it is never sent again)."""
+        return order_id in self.applied
+
     # ---- sending one order --------------------------------------------------------------------
     def send(self, child: OrderRequest, bar: Bar, meta: dict[str, Any], start_ts: str
              ) -> Fill | None:
@@ -116,8 +131,7 @@ class Engine:
                            "start_ts": start_ts}
         self.st.counters["orders"] += 1
         self.save()
-        self.log_once(self.record("intent", child.order_id, child.symbol, child.side, start_ts,
-                                  meta, qty=child.qty, kind=child.kind, price=child.price))
+        self.log_intent(child, meta, start_ts)
         fault_point("after_intent")
         fill = self.s.broker.lookup(child.order_id) or self.s.broker.submit(child, bar)
         fault_point("after_send")
@@ -284,14 +298,15 @@ class Engine:
 
     def _entries(self, i: int, start_ts: str, bars: dict[str, Bar], book: Book) -> set[str]:
         st, added = self.st, set()
+        locks = self.halt.entry_locks()
         for w in [w for w in st.working if w.purpose == "entry"]:
             bar = bars.get(w.symbol)
             child_id = f"{w.parent_id}@{i:03d}"
             if bar is None or child_id in self.applied:
                 continue
-            if st.halted or st.stalled:
-                why = "halted:kill_switch" if st.halted else "stall:data"
-                self.withdraw(w, "reject", child_id, [why], start_ts)
+            lock = entry_lock(locks, w.symbol)
+            if lock is not None:
+                self.withdraw(w, "reject", child_id, [lock.reason], start_ts)
                 continue
             order, tags = self.clamp(Order(w.symbol, w.side, w.qty, bar.open, w.bucket,
                                            w.sector), self._view(book, w))

@@ -44,6 +44,12 @@ def data_stall(gap_seconds: float, limit: float, at: str, scope: str) -> Failure
                                               "limit_seconds": limit})
 
 
+def feed_ended(last_bar: str | None) -> Failure:
+    """The feed ended before the session's close (its last bar: ``last_bar``, None: no bar)."""
+    return Failure("data_stall", "hold state, cancel new orders, keep stops", "data_stall",
+                   key=f"feed_end:{last_bar}", data={"scope": "feed_end", "last_bar": last_bar})
+
+
 def rl_missing(plan: pd.DataFrame) -> Failure | None:
     """The plan was sized without an RL hint (its rows carry size:rl_missing)."""
     if plan is None or plan.empty or "reason_tags" not in plan:

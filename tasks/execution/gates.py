@@ -4,13 +4,17 @@ Live execution needs every gate at once:
 
 1. ``REAL_EXECUTION_ENABLED=true`` in the environment;
 2. ``execution.live_enabled: true`` in the configuration;
-3. no quarantine or kill-switch cool-off in force for the session;
+3. no quarantine or kill-switch cool-off in force for the session (the
+   :class:`~tasks.execution.protections.Quarantine` protection);
 4. a broker adapter configured (``execution.broker_adapter``) and registered in
    :data:`ADAPTERS`. No live adapter is shipped: an adapter implements
    :class:`tasks.execution.broker.Broker` (the paper broker is the reference implementation);
 5. the active model has measured skill (skill verdict ``skilled``, see
    :mod:`tasks.models.skill`) while ``models.skill.live_requires_skill`` is true (default):
    a ``no_skill`` or ``unknown`` (trained before the gate) active model fails it.
+
+:func:`live_gates` gathers the facts; whether live is refused is the
+:class:`~tasks.execution.protections.LiveGates` protection's answer (:func:`require_live`).
 
 A go-live stage (``execution.go_live_stage``) replaces ``risk`` by a copy whose bucket and
 per-name caps are scaled by the stage's multipliers (<= 1) and whose shorts are off unless both
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from tasks.execution import quarantine
 from tasks.execution.broker import Broker
 from tasks.execution.overrides import operator_overrides
+from tasks.execution.protections import LiveGates, ProtectionView, Quarantine
 from tasks.execution.sessions import sessions_after
 from tasks.models.skill import SKILLED, active_skill, headline
 from tasks.paths import Paths
@@ -57,6 +62,7 @@ def live_gates(paths: Paths, settings: AppSettings, session: str,
     cfg = settings.execution
     q = quarantine.status(quarantine.load_state(paths), session,
                           sessions_after(settings.data.calendar))
+    held = Quarantine(settings.data.calendar).check(ProtectionView(session, quarantine=q))
     adapter = cfg.broker_adapter
     forced = operator_overrides(paths)
     return [
@@ -64,7 +70,7 @@ def live_gates(paths: Paths, settings: AppSettings, session: str,
              f"{ENV_FLAG}={flag!r} (must be 'true')"),
         Gate("config execution.live_enabled", cfg.live_enabled,
              f"execution.live_enabled={cfg.live_enabled}"),
-        Gate("no active quarantine", not q.active, q.describe()),
+        Gate("no active quarantine", not held.lock, q.describe()),
         Gate("demo not forced by an operator", not forced.get("forced_demo"),
              f"forced by {forced.get('by')}: {forced.get('reason')}" if forced.get("forced_demo")
              else "not forced"),
@@ -93,11 +99,9 @@ def require_live(paths: Paths, settings: AppSettings, session: str,
                  env: Mapping[str, str] | None = None) -> list[Gate]:
     """The gates, or :class:`LiveGateError` listing every one that does not hold."""
     gates = live_gates(paths, settings, session, env)
-    failed = [g for g in gates if not g.ok]
-    if failed:
-        lines = "\n".join(f"  - {g.name}: {g.detail}" for g in failed)
-        raise LiveGateError(f"live mode refused for {session}: {len(failed)} of {len(gates)} "
-                            f"gates do not hold:\n{lines}")
+    lock = LiveGates().check(ProtectionView(session, gates=gates))
+    if lock.lock:
+        raise LiveGateError(lock.reason)
     return gates
 
 

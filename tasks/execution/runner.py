@@ -26,6 +26,7 @@ from tasks.execution.gates import make_broker, require_live, stage_risk
 from tasks.execution.inputs import Prepared, SessionOrderError, prepare, start_state
 from tasks.execution.killswitch import SanityJudgeHook
 from tasks.execution.outputs import finish, load_summary, sessions_dir
+from tasks.execution.protections import ProtectionView, Quarantine, evaluate
 from tasks.execution.sessions import session_before, sessions_after
 from tasks.execution.state import (
     SessionState,
@@ -173,7 +174,9 @@ def _begin(engine: Engine, prep: Prepared, reasoner_online: bool | None,
     if offline:
         st.info["feature_toggles_frozen"] = True
     engine.halt.fail(offline, prep.open_ts)
-    if q.active and q.kind == "quarantine":
+    held = [lk for lk in evaluate(engine.protections, ProtectionView(st.session, quarantine=q))
+            if lk.protection == Quarantine.name]
+    if held and held[0].cause.kind == "quarantine":
         spec = note_alert(st, "quarantine_active", at=prep.open_ts,
                           data={"days_left": q.days_left, "since": q.start})
         engine.save()

@@ -25,6 +25,16 @@ def window(calendar: str, session: str, n: int) -> list[str]:
     return [d.date().isoformat() for d in span[-n:]]
 
 
+def session_ahead(calendar: str, session: str, n: int) -> str | None:
+    """The ``n``-th session after ``session`` (``session`` itself for 0; None beyond the
+    calendar)."""
+    if n <= 0:
+        return session
+    day = pd.Timestamp(session)
+    span = sessions(calendar, day + pd.Timedelta(days=1), day + pd.Timedelta(days=int(n * 1.6) + 10))
+    return span[n - 1].date().isoformat() if len(span) >= n else None
+
+
 def session_before(calendar: str, session: str) -> str:
     """The session before ``session``."""
     return previous_session(calendar, pd.Timestamp(session) - pd.Timedelta(days=1)).date().isoformat()
