@@ -153,13 +153,25 @@ def test_promote_refuses_a_no_skill_baseline_without_force_and_reason(home):
     assert promote(home, "weak", "shadow", NOW)["shadow"] == "weak"  # shadow never trades
 
 
+def passing_gates(home, baseline_id: str) -> None:
+    """A backtest's gates.json in which every gate of ``baseline_id`` passed."""
+    folder = home.reports / "backtest" / "2020-01-02_2021-06-30"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gates.json").write_text(json.dumps(
+        {"baseline_id": baseline_id, "passed": True, "computed_at": NOW,
+         "gates": [{"name": "sharpe", "value": 1.2, "threshold": 0.9, "op": ">",
+                    "passed": True}]}))
+
+
 def test_promote_accepts_the_override_and_logs_it(home):
     reg = promote(home, "weak", "active", NOW, force=True, reason="drill", by="ops")
     assert reg["active"] == "weak"
     last = read_registry(home)["history"][-1]
     assert last == {"slot": "active", "from": None, "to": "weak", "at": NOW, "forced": True,
-                    "skill_verdict": "no_skill", "reason": "drill", "by": "ops"}
-    reg = promote(home, "good", "active", NOW)  # skilled: no override needed, none logged
+                    "skill_verdict": "no_skill", "failed_gates": ["backtest_gates_missing"],
+                    "reason": "drill", "by": "ops"}
+    passing_gates(home, "good")
+    reg = promote(home, "good", "active", NOW)  # skilled, gates pass: no override, none logged
     assert reg["active"] == "good" and "forced" not in reg["history"][-1]
 
 
@@ -242,6 +254,7 @@ def test_live_gate_needs_a_skilled_active_model(home):
     assert _gate(home, off).ok and "not required" in _gate(home, off).detail
     promote(home, "old", "active", NOW, force=True, reason="drill", by="ops")
     assert not _gate(home).ok and "verdict unknown" in _gate(home).detail
+    passing_gates(home, "good")
     promote(home, "good", "active", NOW)
     assert _gate(home).ok
 
