@@ -24,6 +24,7 @@ from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.store import load_bars
 from tasks.features.labels import OUTCOMES, classify_touches, outcome_label, path_touches
 from tasks.io import atomic_write_json
+from tasks.models.rollback import nightly_check
 from tasks.operator.notify import notify_pending
 from tasks.paths import Paths
 from tasks.settings import AppSettings, load_settings
@@ -131,6 +132,9 @@ def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
     logger.info("nightly %s: %d realised orders -> %s", day.date(), len(out), path)
     pm = postmortem_task(paths, settings, day.date().isoformat())
     logger.info("post-mortem %s (narrative by %s) -> %s", day.date(), pm["narrative_by"], pm["md"])
+    if settings.shadow.enabled:
+        check = nightly_check(paths, settings, day, bars, lookback_sessions)
+        logger.info("shadow/rollback %s: %s", day.date(), check["line"])
     notify_pending(paths, settings)
     return path
 

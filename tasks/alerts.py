@@ -46,6 +46,8 @@ TEXTS: dict[str, str] = {
     "empty_book": "{message}",
     "forced_demo": "Demo mode forced by {by}: {reason}",
     "tradelog_repaired": "Trade log: torn last record moved aside to {side_file} (noted in the chain)",
+    "model_rollback": "Model rollback: active {from_id} reverted to {to_id} ({reason}); "
+                      "no automatic rollback until {until}",
 }
 
 

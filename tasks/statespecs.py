@@ -261,6 +261,22 @@ def model_repair(paths: Paths, settings: AppSettings, request: RepairRequest) ->
     return man.unslot_baseline(paths, request.target, at=request.at, reason=request.reason)
 
 
+# --- rollback guard cooldown (tasks.models.rollback; light: pydantic, the calendar) ----------
+
+def guard_probe(paths: Paths, settings: AppSettings, session: str | None) -> list[FileState]:
+    from tasks.models import rollback as rb
+
+    return [probe("rollback-guard", rb.guard_path(paths), lambda: rb.read_guard_state(paths),
+                  "written by the nightly run's rollback guard at its first rollback")]
+
+
+def guard_repair(paths: Paths, settings: AppSettings, request: RepairRequest) -> str:
+    from tasks.models import rollback as rb
+
+    _refuse_intact(guard_probe(paths, settings, None), request, "the rollback guard file")
+    return rb.rebuild_guard_state(paths, settings, at=request.at)
+
+
 register_state_spec(StateSpec(
     "budget", "remote LLM calls spent per session (data/state/llm_budget/<D>.json)",
     budget_probe, budget_repair, "--session D [--safe: count it spent]"))
@@ -282,6 +298,9 @@ register_state_spec(StateSpec(
 register_state_spec(StateSpec(
     "model", "manifest and regime cuts of the slotted baselines (models/<id>/)",
     model_probe, model_repair, "--id BASELINE"))
+register_state_spec(StateSpec(
+    "rollback-guard", "model rollback cooldown (models/registry/rollback_guard.json)",
+    guard_probe, guard_repair, "[--safe]"))
 
 # --- the book, the kill switch and the session records (tasks.execution.ledger) --------------
 
