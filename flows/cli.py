@@ -263,7 +263,8 @@ def replay_cmd(
                                                      "session, in the replay's own state root; "
                                                      "writes an equity curve.")] = False,
 ) -> None:
-    """Replay the daily decision point in time for every session in [START, END]."""
+    """Replay the live decision point in time for every session in [START, END], under the
+    replay's own root (reports/replay/<START>_<END>/sandbox): the live home is only read."""
     from flows import preflight
 
     paths = Paths.from_env()
@@ -289,8 +290,9 @@ def replay_cmd(
     empty = rp.empty_book_summary(json.loads(Path(res.summary_path).read_text()))
     out.print(f"[bold red]{escape(empty)}[/bold red]" if empty
               else "empty book: none (every session with a BUY signal has a BUY order)")
+    out.print(f"plans, reports and state of the replay under {res.state_root}")
     if res.equity_path:
-        out.print(f"equity curve {res.equity_path} (+ .png); replay state {res.state_root}")
+        out.print(f"equity curve {res.equity_path} (+ .png)")
 
 
 @app.command("demo")
@@ -433,33 +435,41 @@ def score_cmd(
 def promote_cmd(
     to: Annotated[Slot, typer.Option("--to", help="Registry slot.")],
     baseline_id: Annotated[str, typer.Option("--id", help="Baseline id.")],
-    force: Annotated[bool, typer.Option(help="Put a baseline without measured skill into the "
+    force: Annotated[bool, typer.Option(help="Put a baseline without measured skill or whose "
+                                             "backtest gates fail (or are missing) into the "
                                              "active slot (needs --reason; logged).")] = False,
-    reason: Annotated[str | None, typer.Option(help="Why the skill gate is overridden "
-                                                    "(with --force).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why the skill gate and the backtest gates "
+                                                    "are overridden (with --force).")] = None,
     by: Annotated[str | None, typer.Option(help="Who overrides (default: the OS user).")] = None,
 ) -> None:
-    """Put a baseline into the active or shadow slot (active: skilled, or --force --reason)."""
+    """Put a baseline into the active or shadow slot (active: skilled and its newest backtest
+    gates pass, or --force --reason)."""
     _promote(Paths.from_env(), to, baseline_id, force=force, reason=reason, by=by)
 
 
 def _promote(paths: Paths, to: Slot, baseline_id: str, *, force: bool = False,
              reason: str | None = None, by: str | None = None) -> None:
-    """Promote; a refused skill gate is one line and exit 2; a forced override is printed."""
+    """Promote; a refused skill or backtest gate is one line and exit 2; a forced override is
+    printed."""
     from rich.markup import escape
 
-    from tasks.models.registry import SkillGateError, promote
+    from tasks.models.registry import GateError, SkillGateError, promote
 
     try:
         reg = promote(paths, baseline_id, to.value, _now(), force=force, reason=reason,
                       by=by or _user())
-    except SkillGateError as exc:
+    except (SkillGateError, GateError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     last = reg["history"][-1]
     if last.get("forced"):
-        console.print(f"[yellow]skill gate overridden:[/yellow] baseline {baseline_id} "
-                      f"(verdict {last['skill_verdict']}) promoted to active by "
+        what = []
+        if "skill_verdict" in last:
+            what.append(f"[yellow]skill gate overridden[/yellow] (verdict {last['skill_verdict']})")
+        if last.get("failed_gates"):
+            what.append("[yellow]backtest gates overridden[/yellow] (failed: "
+                        f"{escape(', '.join(map(str, last['failed_gates'])))})")
+        console.print(f"{'; '.join(what)}: baseline {baseline_id} promoted to active by "
                       f"{escape(last['by'])} at {last['at']}: {escape(last['reason'])} "
                       "(logged in the registry history)", soft_wrap=True)
     out.print(f"active: {reg['active']}  shadow: {reg['shadow']}")

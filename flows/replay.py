@@ -1,24 +1,25 @@
-"""Replay the daily decision over a span of past sessions, point in time.
+"""Replay the live decision over a span of past sessions, point in time, under its own root.
 
 The active baseline must have been trained on bars ending before the first replayed session
 (otherwise the replay would score days the model saw, and it refuses). Features, labels and
 scores are computed once for the span from bars up to its last session; each session then goes
-through exactly the functions of the daily flow (inputs, preflight, gates, fusion, sizing,
-clamps, health, outputs) with the labels masked to outcomes known by that session. A session
-whose run key matches its record is skipped.
+through the one session decision of the daily run
+(:func:`tasks.decision.session.decide_session`: escalation, gates, fusion, sizing, clamps,
+conflict notes, health) with the labels masked to outcomes known by that session, under the
+policy the live home had in force at that session (:mod:`tasks.decision.pit`); a session
+escalated live reuses its recorded answers. A session whose run key matches its record is
+skipped, so an interrupted replay resumes where it stopped.
 
-Writes every session's outputs (as the daily flow does) plus
-``reports/replay/<S>_<E>/summary.json`` and ``sessions.csv``.
+A replay never writes into the live home's plans, state or reports: everything goes under its
+own root ``reports/replay/<S>_<E>/sandbox/`` (:class:`tasks.paths.SandboxPaths`), which reads
+the live bar store and models only. The report folder ``reports/replay/<S>_<E>/`` holds
+``summary.json`` and ``sessions.csv``.
 
 With ``with_intraday`` every session D after the first walks intraday(D) (the plan of the
-session before, paper-executed on D's simulated bars) -> nightly(D) (the plan whose horizon
-ends at D is marked to its outcome) -> plan(D), so each plan sizes against the book the
-previous session left. Such a replay never touches the live state: everything it writes
-(plans, reports, trading state) goes under its own root ``reports/replay/<S>_<E>/sandbox/``
-(:class:`tasks.paths.SandboxPaths`), and it adds ``equity.csv`` / ``equity.png`` (the equity
-curve) to the report folder. Its sessions build on one another (each plan depends on the book
-the intraday sessions before it left), so every such replay starts from an empty root; being
-deterministic, a second one writes the same bytes.
+session before, paper-executed on D's simulated bars) -> nightly(D) (outcomes of the plans
+whose horizon ended, then the post-mortem) -> plan(D), so each plan sizes against the book the
+previous session left; such a replay starts from an empty root and adds ``equity.csv`` /
+``equity.png``. The backtest (:mod:`flows.backtest`) walks sessions the same way.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from flows.daily import history_start, load_models, make_inputs, session_state
 from tasks.data.calendar import sessions as calendar_sessions
 from tasks.data.schemas import StoreBarFrame
 from tasks.data.store import load_bars, load_constituents, read_manifest
-from tasks.io import atomic_write, atomic_write_json, atomic_write_parquet
-from tasks.models.registry import RegistryError
+from tasks.decision import session as ds
+from tasks.io import atomic_write, atomic_write_json
+from tasks.models.registry import Baseline, RegistryError
 from tasks.paths import Paths, SandboxPaths
-from tasks.plan import outputs, runs, session
+from tasks.plan import runs, session
 from tasks.settings import AppSettings, load_settings
 
 Progress = Callable[[int, int, str], None]
@@ -55,7 +56,7 @@ class ReplayResult:
     table_path: Path
     seconds_per_session: float  # wall time from loading bars to the last session / sessions
     equity_path: Path | None = None  # with intraday: the equity curve (csv; png beside it)
-    state_root: Path | None = None   # with intraday: where the replay's own state lives
+    state_root: Path | None = None   # the replay's own root (plans, reports, state)
 
 
 def replay_sessions(start: str, end: str, store: Path, calendar: str) -> pd.DatetimeIndex:
@@ -87,13 +88,60 @@ def replay_folder(paths: Paths, days: pd.DatetimeIndex) -> Path:
     return paths.reports / "replay" / f"{days[0].date().isoformat()}_{days[-1].date().isoformat()}"
 
 
-def sandbox(home: Paths, folder: Path) -> SandboxPaths:
-    """The replay's own, empty root under its report folder."""
+def sandbox(home: Paths, folder: Path, fresh: bool = True) -> SandboxPaths:
+    """The replay's own root under its report folder (emptied first when ``fresh``)."""
     import shutil
 
     root = folder / "sandbox"
-    shutil.rmtree(root, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(root, ignore_errors=True)
     return SandboxPaths(home.home, root)
+
+
+@dataclass
+class Walk:
+    """What a walk over sessions needs: the live home (read only), its own root (written), the
+    history and scores of the span, the models that score each session, and whether the
+    policy in force comes from the live home (a replay) or evolves in the root (a backtest)."""
+
+    home: Paths
+    root: SandboxPaths
+    settings: AppSettings
+    bars: pd.DataFrame
+    hist: session.History
+    scores: pd.DataFrame
+    shadow_scores: pd.DataFrame | None
+    models: Callable[[pd.Timestamp], tuple[Baseline, Baseline | None]]
+    live_policy: bool = True
+    with_intraday: bool = False
+    observer: object | None = None
+    sanity_judge: object | None = None
+
+
+def load_span(root: Paths, days: pd.DatetimeIndex, settings: AppSettings
+              ) -> tuple[pd.DataFrame, session.History]:
+    """Validated bars and the history frames of the span (bars up to its last session)."""
+    bars = StoreBarFrame.validate(load_bars(root.store, start=ds.history_start(days[0], settings),
+                                            end=days[-1]))
+    return bars, session.build_history(bars, load_constituents(root.store), settings)
+
+
+def walk_sessions(walk: Walk, days: pd.DatetimeIndex, force: bool = False,
+                  progress: Progress | None = None) -> tuple[list[dict], int]:
+    """Every session in turn: (intraday and nightly of D when walking with intraday, from the
+    second session on) then D's decision. Returns the session rows and how many were unchanged."""
+    rows, skipped = [], 0
+    for i, day in enumerate(days):
+        done = execute_day(walk, day) if walk.with_intraday and i > 0 else {}
+        row = decide_day(walk, day, force)
+        skipped += row.pop("cached")
+        rows.append({**row, **done})
+        if progress:
+            progress(i + 1, len(days), f"{day.date()} {row['status']} {row['orders']} orders"
+                     + (f", empty book ({row['empty_book_step']})"
+                        if row.get("empty_book_step") else "")
+                     + (f", day P&L {done['day_pnl_pct']:.2%}" if done else ""))
+    return rows, skipped
 
 
 def run_replay(start: str, end: str, force: bool = False, progress: Progress | None = None,
@@ -104,83 +152,71 @@ def run_replay(start: str, end: str, force: bool = False, progress: Progress | N
 
     settings, home = load_settings(), Paths.from_env()
     days = replay_sessions(start, end, home.store, settings.data.calendar)
-    active, shadow = load_models(home)
+    active, shadow = ds.load_models(home)
     check_point_in_time(active.manifest["training_span"]["end"], days[0], active.baseline_id)
-    paths = sandbox(home, replay_folder(home, days)) if with_intraday else home
+    root = sandbox(home, replay_folder(home, days), fresh=with_intraday)
     tick = time.perf_counter()
-    bars = StoreBarFrame.validate(load_bars(paths.store, start=history_start(days[0], settings),
-                                            end=days[-1]))
-    hist = session.build_history(bars, load_constituents(paths.store), settings)
+    bars, hist = load_span(root, days, settings)
     scores = session.score_history(active, hist, session.scoring_start(hist, days[0], settings),
                                     days[-1], settings)
     shadow_scores = (session.score_history(shadow, hist, days[0], days[-1], settings)
                      if shadow is not None else None)
-    rows, skipped = [], 0
-    for i, day in enumerate(days):
-        done = (_execute_day(paths, settings, day, bars, hist, observer, sanity_judge)
-                if with_intraday and i > 0 else {})
-        row = _replay_one(day, paths, settings, hist, scores, shadow_scores, active, shadow,
-                          force)
-        skipped += row.pop("cached")
-        rows.append({**row, **done})
-        if progress:
-            progress(i + 1, len(days), f"{day.date()} {row['status']} {row['orders']} orders"
-                     + (f", empty book ({row['empty_book_step']})"
-                        if row.get("empty_book_step") else "")
-                     + (f", day P&L {done['day_pnl_pct']:.2%}" if done else ""))
+    walk = Walk(home, root, settings, bars, hist, scores, shadow_scores,
+                lambda _day: (active, shadow), live_policy=True, with_intraday=with_intraday,
+                observer=observer, sanity_judge=sanity_judge)
+    rows, skipped = walk_sessions(walk, days, force, progress)
     elapsed = time.perf_counter() - tick
-    return _summarise(home, days, rows, skipped, elapsed, active.baseline_id,
-                      paths if with_intraday else None)
+    return _summarise(home, days, rows, skipped, elapsed, active.baseline_id, root,
+                      with_intraday)
 
 
-def _execute_day(paths: Paths, settings: AppSettings, day: pd.Timestamp, bars: pd.DataFrame,
-                 hist: session.History, observer, sanity_judge) -> dict:
-    """intraday(D) on the plan of the session before, then nightly(D)."""
+def execute_day(walk: Walk, day: pd.Timestamp) -> dict:
+    """intraday(D) on the plan of the session before, then the nightly of D (outcomes of the
+    plans whose horizon ended, and the post-mortem naming its reasoner), all in the root."""
     from flows.nightly import outcomes_task, write_summary
     from tasks.execution.runner import run_session
+    from tasks.reports.postmortem import write_postmortem
 
-    res = run_session(paths, settings, day.date().isoformat(), daily=bars.loc[bars["date"] == day],
-                      observer=observer, sanity_judge=sanity_judge)
+    root, settings, bars, hist = walk.root, walk.settings, walk.bars, walk.hist
+    d = day.date().isoformat()
+    res = run_session(root, settings, d, daily=bars.loc[bars["date"] == day],
+                      observer=walk.observer, sanity_judge=walk.sanity_judge)
     h = settings.labels.horizons[settings.fusion.plan_horizon]
     pos = hist.sessions.searchsorted(day)
     window = bars.loc[(bars["date"] >= hist.sessions[max(0, pos - h - 1)]) & (bars["date"] <= day)]
-    write_summary(paths, day, outcomes_task.fn(paths, day, window, settings, 0), settings)
+    write_summary(root, day, outcomes_task.fn(root, day, window, settings, 0), settings)
+    pm = write_postmortem(root, settings, d)
     s = res.summary
     return {"day_pnl_pct": s["day_pnl_pct"], "end_net_liquidity": s["end_net_liquidity"],
             "kill_switch": s["kill_switch"], "fills": s["fills"],
-            "positions_end": s["positions_end"], "quarantine": s["quarantine"]["active"]}
+            "positions_end": s["positions_end"], "quarantine": s["quarantine"]["active"],
+            "postmortem_by": pm.get("narrative_by")}
 
 
-def _replay_one(day, paths, settings: AppSettings, hist, scores, shadow_scores, active, shadow,
-                force: bool) -> dict:
-    from flows.daily import shadow_signals
+def decide_day(walk: Walk, day: pd.Timestamp, force: bool) -> dict:
+    """Session D's decision in the walk's root (the daily run's decision, outputs and record)."""
+    from tasks.alerts import health_alerts, missing_specs, raise_specs
+    from tasks.decision.pit import adopt, policy_at
 
+    root, settings, hist = walk.root, walk.settings, walk.hist
     d = day.date().isoformat()
     if not (hist.features["date"] == day).any():
         return {"date": d, "status": "NO_DATA", "orders": 0, "empty_book_step": "",
                 "cached": False}
-    with runs.session_lock(paths, d):
-        st = session_state(day, paths, settings, active, shadow)
-        key, parts = st.key, st.parts
-        cached = None if force else runs.cached_record(paths, d, key)
+    active, shadow = walk.models(day)
+    with runs.session_lock(root, d):
+        if walk.live_policy:
+            adopt(root, settings, d, policy_at(walk.home, settings, d), live=walk.home)
+        st = ds.session_state(day, root, settings, active, shadow)
+        cached = None if force else runs.cached_record(root, d, st.key)
         if cached:
             return _row(d, cached, cached=True)
-        inp, extra = make_inputs(st, day, hist, scores, active, shadow)
-        today = inp.features
-        res = session.evaluate(inp, session.masked_recent(scores, hist, day, settings),
-                               session.recent_features(hist, day, settings), active, settings,
-                               extra)
-        shadow_frame = None
-        if shadow_scores is not None:
-            shadow_frame = shadow_signals(session.day_rows(shadow_scores, day).drop(
-                columns=[c for c in shadow_scores if c == "date" or c.startswith("label_")]),
-                inp, shadow.baseline_id, settings)
-        written = outputs.write_session(paths, d, res.decision.signals, res.decision.plan,
-                                        res.decision.audit, res.health, shadow_frame)
-        written["features"] = atomic_write_parquet(paths.features / f"features_{d}.parquet",
-                                                   today)
-        record = runs.make_record(key, parts, res.health, len(res.decision.plan), written)
-        runs.write_record(paths, d, record)
+        out = ds.decide_session(ds.SessionCase(day, root, settings, active, shadow, st, hist,
+                                               walk.scores, walk.shadow_scores))
+        written = ds.write_outputs(root, d, out)
+        alerts = health_alerts(out.health, f"{d}T00:00:00+00:00")
+        record = ds.commit_record(root, d, out, written, alerts)
+        raise_specs(root, d, missing_specs(root, d, alerts))
         return _row(d, record, cached=False)
 
 
@@ -194,7 +230,7 @@ def _row(d: str, record: dict, cached: bool) -> dict:
 
 
 def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: float,
-               model_id: str, state: Paths | None = None) -> ReplayResult:
+               model_id: str, root: SandboxPaths, with_intraday: bool) -> ReplayResult:
     s, e = days[0].date().isoformat(), days[-1].date().isoformat()
     folder = replay_folder(paths, days)
     empty = [r.pop("empty_book", None) for r in rows]
@@ -212,15 +248,16 @@ def _summarise(paths: Paths, days, rows: list[dict], skipped: int, elapsed: floa
                          "max": _num(cov.max())},
         "sessions_table": str(table_path),
     }
+    summary["root"] = str(root.root)
     equity = None
-    if state is not None:
+    if with_intraday:
         from tasks.execution.replay_report import write_equity
 
-        equity, summary["intraday"] = write_equity(state, folder)
+        equity, summary["intraday"] = write_equity(root, folder)
     summary_path = atomic_write_json(folder / "summary.json", summary)
     per = elapsed / max(1, len(rows))
     return ReplayResult(s, e, len(rows), skipped, summary_path, table_path, per, equity,
-                        state.root if isinstance(state, SandboxPaths) else None)
+                        root.root)
 
 
 def empty_book_tally(books: list[dict | None]) -> dict:

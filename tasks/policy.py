@@ -179,12 +179,36 @@ def store_version(paths: Paths, policy: dict[str, Any], parent: str | None, reas
 
 
 def save_policy(paths: Paths, policy: dict[str, Any], parent: str | None, reason: str,
-                when: str) -> str:
-    """Store a policy version (idempotent) and make it current."""
+                when: str, effective: str | None = None) -> str:
+    """Store a policy version (idempotent) and make it current; ``effective``: the session
+    whose plan it first applies to (an escalation's session), recorded in the history."""
     version = store_version(paths, policy, parent, reason, when)
-    _set_current(paths, version, {"at": when, "event": "new_version", "version": version,
-                                  "parent": parent, "reason": reason})
+    entry = {"at": when, "event": "new_version", "version": version, "parent": parent,
+             "reason": reason}
+    if effective is not None:
+        entry["effective"] = effective
+    _set_current(paths, version, entry)
     return version
+
+
+def make_current(paths: Paths, version: str, *, when: str, event: str, reason: str,
+                 effective: str | None = None) -> str:
+    """Make a stored version the one in force (recorded in the history; no-op when it is)."""
+    entry = {"at": when, "event": event, "version": version, "reason": reason}
+    if effective is not None:
+        entry["effective"] = effective
+    with policy_lock(paths):
+        _set_current(paths, version, entry)
+    return version
+
+
+def effective_session(entry: dict[str, Any]) -> tuple[str, bool]:
+    """(date, inclusive) from which a history entry's version is in force: an entry with an
+    ``effective`` session applies from that session's plan on (after its escalations); one
+    without applies from the first session after the date it was recorded."""
+    if entry.get("effective"):
+        return str(entry["effective"]), True
+    return str(entry.get("at", ""))[:10], False
 
 
 def _set_current(paths: Paths, version: str, entry: dict[str, Any]) -> None:

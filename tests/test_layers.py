@@ -16,7 +16,8 @@ LAYERS = [
                     "progress", "statefiles"}),
     ("shared state", {"alerts", "policy"}),
     ("domain", {"data", "features", "models", "risk", "health", "plan"}),
-    ("services", {"reasoner", "escalation", "execution", "state", "reports", "operator"}),
+    ("services", {"reasoner", "escalation", "execution", "state", "reports", "operator",
+                  "decision"}),
     ("evaluation", {"backtest"}),
     ("state-file table", {"statespecs"}),
 ]

@@ -145,7 +145,9 @@ def _summary(paths: Paths, day: str, triggers: list[Trigger], outcomes: list[Esc
                    "rejected": len(o.bounded.get("rejected", []))} for o in outcomes],
         "kill_switch": "SANITY_JUDGE is called by the intraday flow when the kill switch fires",
         "policy_before": before, "policy_after": after,
-        "record": str(record_path(paths, day)) if outcomes else None}
+        # relative to the root the session ran under (the live home, or a replay's own root)
+        "record": (record_path(paths, day).relative_to(paths.reports.parent).as_posix()
+                   if outcomes else None)}
 
 
 def health_warnings(summary: dict[str, Any]) -> list[str]:

@@ -134,7 +134,7 @@ def _apply(paths: Paths, settings: AppSettings, session: str, at: str, call_type
                 "policy_after": before, "policy_diff": ""}
     store_version(paths, policy, None, "policy in force before the first escalation", at)
     after = save_policy(paths, new, before, f"{call_type} escalation of {session} ({backend})",
-                        at)
+                        at, effective=session)
     return {"status": "applied", "bounded": bounded.as_dict(), "changes": bounded.changes,
             "policy_after": after, "policy_diff": diff_policies(policy, new, before, after)}
 
