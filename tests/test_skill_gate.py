@@ -203,6 +203,12 @@ def test_train_promotes_only_a_skilled_baseline_into_an_empty_slot():
     assert not ok and "leakage" in why
     ok, why = _promotion("b0", [], _rec("skilled", 0.01, 0.02, 2.5))
     assert not ok and "b0 is already active" in why
+    # skilled, but no backtest has passed its gates yet: never promoted automatically
+    ok, why = _promotion(None, [], _rec("skilled", 0.01, 0.02, 2.5),
+                         "no backtest gates for baseline b1: run `hcp backtest --start S --end "
+                         "E` first")
+    assert not ok and why.startswith("no backtest gates for baseline b1")
+    assert why.endswith("then `hcp promote --to active --id ID`")
 
 
 # --------------------------------------------------------------------------- health and live

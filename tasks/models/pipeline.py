@@ -1,4 +1,7 @@
-"""`hcp train`: walk-forward validation, the final baseline, its reports, card and registry entry."""
+"""`hcp train`: walk-forward validation, the final baseline, its reports, card and registry entry.
+
+Every walk-forward fold's models are kept with the baseline (see :mod:`tasks.models.folds`):
+a backtest scores each past session with the fold whose training ended before it."""
 
 from __future__ import annotations
 
@@ -17,11 +20,12 @@ from tasks.features.regimes import fit_vol_regime_cuts
 from tasks.io import atomic_write, atomic_write_parquet
 from tasks.models.barrier import feature_reference, payoff_stats
 from tasks.models.expectancy_report import expectancy_summary, reliability_table
+from tasks.models.folds import save_fold_baselines
 from tasks.models.metrics import metrics_table
-from tasks.models.registry import promote, read_registry, save_baseline
+from tasks.models.registry import backtest_gate_refusal, promote, read_registry, save_baseline
 from tasks.models.reports import card_metrics, write_model_card, write_validation_report
 from tasks.models.skill import SKILLED, headline, skill_record
-from tasks.models.train import HorizonModel, fit_final, training_frame, walk_forward
+from tasks.models.train import FoldModel, HorizonModel, fit_final, training_frame, walk_forward
 from tasks.models.walkforward import make_folds
 from tasks.paths import Paths
 from tasks.progress import StepCallback, Steps
@@ -64,15 +68,25 @@ def _lags(settings: AppSettings) -> dict[str, int]:
     return {k: max(0, h - 1) for k, h in settings.labels.horizons.items()}
 
 
+def _common(settings: AppSettings, store_meta: dict) -> dict:
+    """The manifest keys a baseline and each of its folds share: the data and the settings."""
+    return {"feature_schema_hash": feature_schema_hash(settings),
+            "feature_columns": feature_columns(settings),
+            "data_hash": store_meta.get("content_hash"), "data_source": store_meta.get("source"),
+            "config_hash": config_hash(settings),
+            "survivorship_bias": store_meta.get("source") != "demo"}
+
+
 def _manifest(bid: str, settings: AppSettings, span: tuple, store_meta: dict, now: str,
               cuts, models: dict[str, HorizonModel], overall: pd.DataFrame,
               per_regime: pd.DataFrame, folds: dict) -> dict:
+    common = _common(settings, store_meta)
     return {
         "id": bid, "created_at": now,
-        "feature_schema_hash": feature_schema_hash(settings),
-        "feature_columns": feature_columns(settings),
-        "data_hash": store_meta.get("content_hash"), "data_source": store_meta.get("source"),
-        "config_hash": config_hash(settings),
+        "feature_schema_hash": common["feature_schema_hash"],
+        "feature_columns": common["feature_columns"],
+        "data_hash": common["data_hash"], "data_source": common["data_source"],
+        "config_hash": common["config_hash"],
         "training_span": {"start": span[0].date().isoformat(), "end": span[1].date().isoformat()},
         "horizons": dict(settings.labels.horizons),
         "thresholds": {"take_profit_atr": settings.labels.take_profit_atr,
@@ -84,7 +98,7 @@ def _manifest(bid: str, settings: AppSettings, span: tuple, store_meta: dict, no
                     "per_regime": per_regime.to_dict(orient="records")},
         "walk_forward": {"window": settings.models.window, "refit_months":
                          settings.models.refit_months, "folds": folds},
-        "survivorship_bias": store_meta.get("source") != "demo",
+        "survivorship_bias": common["survivorship_bias"],
     }
 
 
@@ -94,7 +108,7 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
     """Train on the store's bars in [start, train_end]; nothing after train_end is read.
 
     ``progress`` gets ``(message, done, total)`` per step (folds of every horizon, final
-    models, reports); the total is known once the features are built.
+    models, the fold models saved, reports); the total is known once the features are built.
     """
     first, last = _span(start, train_end, paths.store)
     bars = load_bars(paths.store, start=first, end=last)
@@ -105,13 +119,15 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
     say("features and labels")
     frame = training_frame(bars, load_constituents(paths.store), settings)
     sess = calendar_sessions(settings.data.calendar, bars["date"].min(), bars["date"].max())
-    say.total = 2 + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
+    say.total = 3 + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
                                        frame["date"].max())) + 1
                         for h in settings.labels.horizons.values())
     cuts = fit_vol_regime_cuts(frame, settings.regimes, end=last)
     oos_parts, models, folds = [], {}, {}
+    kept: dict[str, list[FoldModel]] = {}
     for name in settings.labels.horizons:
-        oos, fold_list = walk_forward(frame, sess, settings, name, say)
+        kept[name] = []
+        oos, fold_list = walk_forward(frame, sess, settings, name, say, keep=kept[name])
         if oos.empty:
             raise ValueError(f"no walk-forward fold fits in {first.date()}..{last.date()}: "
                              f"need {settings.models.min_train_years} years before a test year")
@@ -125,6 +141,9 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
     extras = {"payoff": payoff_stats(frame, cuts, settings.labels.horizons, last, lookback),
               "feature_reference": feature_reference(frame, feature_columns(settings), last,
                                                      lookback)}
+    say("fold models")
+    extras["fold_models"] = save_fold_baselines(paths, bid, kept, frame, sess, oos, settings,
+                                                _common(settings, store_meta), now)
     result = _write_all(paths, settings, bid, (first, last), store_meta, now, cuts, models, oos,
                         folds, say, extras)
     say.finish(f"baseline {bid} written")
@@ -151,7 +170,7 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
     exp_table, manifest["expectancy"] = _expectancy_validation(oos, settings)
     manifest["signal"], signal_tables = _signal_quality(oos, settings)
     active = read_registry(paths).get("active")
-    promoted, promotion = _promotion(active, suspect, skill)
+    promoted, promotion = _promotion(active, suspect, skill, backtest_gate_refusal(paths, bid))
     model_dir = save_baseline(paths, bid, models, cuts, manifest)
     val_dir = paths.val / bid
     oos_path = atomic_write_parquet(val_dir / "oos_predictions.parquet", oos)
@@ -195,8 +214,10 @@ def _expectancy_validation(oos: pd.DataFrame, settings: AppSettings) -> tuple[pd
             expectancy_summary(calibrated, horizon, cost))
 
 
-def _promotion(active: str | None, suspect: list[str], skill: dict) -> tuple[bool, str]:
-    """Whether a new baseline goes to the empty ``active`` slot, and why (not), in words."""
+def _promotion(active: str | None, suspect: list[str], skill: dict,
+               gates: str | None = None) -> tuple[bool, str]:
+    """Whether a new baseline goes to the empty ``active`` slot, and why (not), in words;
+    ``gates``: why its backtest gates do not pass (None when they do)."""
     if active is not None:
         return False, (f"baseline {active} is already active (`hcp promote --to active --id ID` "
                        "to replace it)")
@@ -205,7 +226,10 @@ def _promotion(active: str | None, suspect: list[str], skill: dict) -> tuple[boo
     if skill["verdict"] != SKILLED:
         return False, (f"no measured skill at the plan horizon ({skill['horizon']}); "
                        "`hcp promote --to active --id ID --force --reason \"...\"` overrides")
-    return True, "promoted to active (no model was active; skilled; no leakage suspicion)"
+    if gates is not None:
+        return False, f"{gates}; then `hcp promote --to active --id ID`"
+    return True, ("promoted to active (no model was active; skilled; no leakage suspicion; "
+                  "backtest gates pass)")
 
 
 def _limits(manifest: dict) -> list[str]:

@@ -6,6 +6,9 @@ per-regime calibrators on the out-of-sample predictions of EARLIER folds (purged
 then the test block is predicted. The first fold has no earlier predictions: its raw
 probability is the mean logit of the base models and it has no calibrated probability.
 The final model is fit on everything up to the training end the same way.
+
+Each fold's model can be kept as it predicted its test block (:class:`FoldModel`): scored
+again with its own regime cut points, it gives that block's out-of-sample predictions.
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ class HorizonModel:
     calibrators: dict[str, RegimeCalibrator]
     payoff: PayoffHead | None = None   # stop-vs-timeout and timeout return (older baselines: None)
     ranker: RankModel | None = None    # the session ranking score (older baselines: None)
+
+
+@dataclass
+class FoldModel:
+    """One horizon's model as fitted for one fold, with the regime cut points it predicted the
+    fold's test block with (both learned from data up to the fold's training end only)."""
+
+    fold: Fold
+    model: HorizonModel
+    cuts: VolRegimeCuts
 
 
 def training_frame(bars: pd.DataFrame, constituents: pd.DataFrame | None,
@@ -150,8 +163,10 @@ def _predict_block(model: StackedEnsemble, head: PayoffHead, ranker: RankModel, 
 
 
 def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings,
-                 name: str, progress: Progress | None = None) -> tuple[pd.DataFrame, list[Fold]]:
-    """Out-of-sample predictions of horizon ``name`` over every fold."""
+                 name: str, progress: Progress | None = None,
+                 keep: list[FoldModel] | None = None) -> tuple[pd.DataFrame, list[Fold]]:
+    """Out-of-sample predictions of horizon ``name`` over every fold; with ``keep``, each
+    fold's fitted model and cut points are appended to it (nothing is refit afterwards)."""
     h = settings.labels.horizons[name]
     folds = make_folds(sessions, settings.models, h, frame["date"].min(), frame["date"].max())
     oos: list[pd.DataFrame] = []
@@ -168,6 +183,8 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
         cals = _fit_stack_and_calibrate(model, head, prior, settings, h)
         test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
         oos.append(_predict_block(model, head, ranker, test, cuts, cals, name, fold, settings))
+        if keep is not None:
+            keep.append(FoldModel(fold, HorizonModel(name, h, model, cals, head, ranker), cuts))
     result = pd.concat(oos, ignore_index=True) if oos else pd.DataFrame()
     return result, folds
 
