@@ -53,7 +53,8 @@ def policy_show(version: Annotated[str | None, typer.Argument(help="Version id (
     paths, settings = Paths.from_env(), load_settings()
     version = version or current_version(paths, settings)
     out.print(f"# {version}")
-    out.print(json.dumps(load_version(paths, settings, version), indent=2, sort_keys=True))
+    out.print(json.dumps(load_version(paths, settings, version).to_json(), indent=2,
+                         sort_keys=True))
 
 
 @policy_app.command("diff")

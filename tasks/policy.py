@@ -13,25 +13,84 @@ the version the history's last change made current. A missing or edited version,
 swapped pointer is a :class:`~tasks.statefiles.StateFileError` naming the file; the configured
 default is never put in place of the escalated policy. ``hcp state repair policy`` rebuilds
 the pointer from the history (:func:`repair_pointer`).
+
+A policy is a :class:`Policy`: frozen, every field typed, no other field. A stored version is
+validated strictly (a value of the wrong type, or a field a policy does not have, is refused
+naming the file), and its JSON must be the policy's own (:meth:`Policy.to_json`), so the id of
+a loaded policy is always the id it is stored under.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from tasks.io import atomic_write_json, exclusive_lock, to_json_bytes
 from tasks.paths import Paths
 from tasks.settings import AppSettings
 from tasks.statefiles import StateFileError, append_jsonl, load_json_state, read_jsonl
+from tasks.trading_settings import PolicyDefaults
 
 VERSION_ID = r"^pol-[0-9a-f]{12}$"
 REMEDY = ("repair it with `hcp state repair policy --by NAME --reason TEXT [--version V]` "
           "(moves damaged versions aside, points at the version the policy history made "
           "current, else at V)")
+
+
+class Policy(PolicyDefaults):
+    """One version of the trading policy: the fields of the configured first version
+    (:class:`~tasks.trading_settings.PolicyDefaults`), frozen, every one typed, no other.
+
+    :meth:`to_json` is its stored form and what its id hashes (:func:`policy_version`); a
+    changed policy comes from :meth:`replace` (or ``model_copy(update=...)``, which goes
+    through it), validated like a stored version."""
+
+    @model_validator(mode="after")
+    def _finite(self) -> Policy:
+        bad = [k for k, v in _numbers(self.to_json()) if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"policy values must be finite numbers: {', '.join(bad)}")
+        return self
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> Policy:
+        """A policy from its JSON, strictly: no type coercion, no unknown field."""
+        return cls.model_validate(dict(data), strict=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of the policy (what a version file stores)."""
+        return self.model_dump(mode="json")
+
+    def replace(self, **changes: Any) -> Policy:
+        """A new policy with ``changes`` (field: JSON value or typed value), validated like a
+        stored version (:class:`pydantic.ValidationError` when the result is not a policy)."""
+        update = {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v
+                  for k, v in changes.items()}
+        return Policy.parse({**self.to_json(), **update})
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+                   ) -> Policy:
+        """A copy; with ``update``, the validated :meth:`replace` (never an unchecked value)."""
+        if update:
+            return self.replace(**update)
+        return super().model_copy(deep=deep)
+
+
+def _numbers(value: Any, where: str = "") -> list[tuple[str, float]]:
+    """(dotted key, number) of every number in a JSON value."""
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _numbers(v, f"{where}.{k}" if where else k)]
+    if isinstance(value, list):
+        return [n for i, v in enumerate(value) for n in _numbers(v, f"{where}.{i}")]
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return [(where, float(value))]
+    return []
 
 
 class PolicyPointer(BaseModel):
@@ -50,6 +109,14 @@ class PolicyVersionFile(BaseModel):
     reason: str
     created_at: str
     policy: dict[str, Any]
+    _typed: Policy | None = PrivateAttr(None)
+
+    @property
+    def typed(self) -> Policy:
+        """The stored policy as a :class:`Policy` (set by :func:`read_version_file`)."""
+        if self._typed is None:
+            self._typed = Policy.parse(self.policy)
+        return self._typed
 
 
 def policy_dir(paths: Paths) -> Path:
@@ -61,15 +128,18 @@ def policy_lock(paths: Paths):
     return exclusive_lock(policy_dir(paths) / ".lock")
 
 
-def policy_version(policy: dict[str, Any]) -> str:
-    """Content id of a policy."""
-    import hashlib
-
-    return "pol-" + hashlib.sha256(to_json_bytes(policy)).hexdigest()[:12]
+def _content_id(policy_json: Mapping[str, Any]) -> str:
+    return "pol-" + hashlib.sha256(to_json_bytes(policy_json)).hexdigest()[:12]
 
 
-def default_policy(settings: AppSettings) -> dict[str, Any]:
-    return settings.policy.model_dump(mode="json")
+def policy_version(policy: Policy) -> str:
+    """Content id of a policy: ``pol-`` and 12 hex digits of the sha256 of its canonical JSON."""
+    return _content_id(policy.to_json())
+
+
+def default_policy(settings: AppSettings) -> Policy:
+    """The configured first version (``policy:`` in config/app.yaml)."""
+    return Policy.parse(settings.policy.model_dump(mode="json"))
 
 
 def _pointer(paths: Paths) -> Path:
@@ -114,7 +184,7 @@ def read_pointer(paths: Paths) -> str | None:
     return found.version
 
 
-def current_policy(paths: Paths, settings: AppSettings) -> tuple[dict[str, Any], str]:
+def current_policy(paths: Paths, settings: AppSettings) -> tuple[Policy, str]:
     """(policy, version id) in force: the stored current version; the configured default only
     while no version was ever made current (no pointer and no history)."""
     version = read_pointer(paths)
@@ -129,29 +199,50 @@ def version_path(paths: Paths, version: str) -> Path:
 
 
 def read_version_file(path: Path) -> PolicyVersionFile:
-    """A stored version file, strictly: its id is its name and its policy hashes to it."""
+    """A stored version file, strictly: its id is its name, its policy is a :class:`Policy`
+    (typed, no unknown field) stored in its own JSON, and hashes to the id."""
     found = load_json_state(path, PolicyVersionFile, remedy=REMEDY, required=True)
     if found is None:  # required: load_json_state raised already
         raise StateFileError(path, "missing", REMEDY)
     if path.stem != found.version:
         raise StateFileError(path, f"holds version {found.version}, not {path.stem}", REMEDY)
-    actual = policy_version(found.policy)
+    try:
+        typed = Policy.parse(found.policy)
+    except ValidationError as exc:
+        raise StateFileError(path, _policy_error(exc), REMEDY) from None
+    actual = _content_id(found.policy)
     if actual != found.version:
         raise StateFileError(path, f"content hashes to {actual}, not its id {found.version} "
                                    "(the file was edited)", REMEDY)
+    written = typed.to_json()
+    if to_json_bytes(written) != to_json_bytes(found.policy):
+        differ = sorted(k for k in {*written, *found.policy}
+                        if to_json_bytes(written.get(k)) != to_json_bytes(found.policy.get(k)))
+        raise StateFileError(path, "its policy is not stored as a policy writes itself "
+                                   f"({', '.join(differ)} differ from their typed values)",
+                             REMEDY)
+    found._typed = typed
     return found
 
 
-def read_version(paths: Paths, version: str, *, from_pointer: bool = False) -> dict[str, Any]:
+def _policy_error(exc: ValidationError) -> str:
+    """One line: where the stored policy is not a policy, and why."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in ("policy", *err.get("loc", ())))
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"not a policy at {where}: {err.get('msg', 'invalid')}{more}"
+
+
+def read_version(paths: Paths, version: str, *, from_pointer: bool = False) -> Policy:
     """The policy stored under ``version``, hash-checked (:class:`StateFileError` when it is
     damaged, or missing although the pointer names it)."""
     path = version_path(paths, version)
     if not path.is_file() and from_pointer:
         raise StateFileError(path, "missing although the policy pointer names it", REMEDY)
-    return read_version_file(path).policy
+    return read_version_file(path).typed
 
 
-def load_version(paths: Paths, settings: AppSettings, version: str) -> dict[str, Any]:
+def load_version(paths: Paths, settings: AppSettings, version: str) -> Policy:
     """The policy stored under ``version`` (the configured default needs no file); every load
     checks the content hash against the id (:class:`StateFileError` when it does not match)."""
     if version_path(paths, version).is_file():
@@ -167,18 +258,18 @@ def _append_history(paths: Paths, entry: dict[str, Any]) -> None:
     append_jsonl(_history_path(paths), entry)
 
 
-def store_version(paths: Paths, policy: dict[str, Any], parent: str | None, reason: str,
+def store_version(paths: Paths, policy: Policy, parent: str | None, reason: str,
                   when: str) -> str:
     """Store a version without making it current (idempotent: an existing id is kept as is)."""
     version = policy_version(policy)
     target = policy_dir(paths) / f"{version}.json"
     if not target.is_file():
         atomic_write_json(target, {"version": version, "parent": parent, "reason": reason,
-                                   "created_at": when, "policy": policy})
+                                   "created_at": when, "policy": policy.to_json()})
     return version
 
 
-def save_policy(paths: Paths, policy: dict[str, Any], parent: str | None, reason: str,
+def save_policy(paths: Paths, policy: Policy, parent: str | None, reason: str,
                 when: str, effective: str | None = None) -> str:
     """Store a policy version (idempotent) and make it current; ``effective``: the session
     whose plan it first applies to (an escalation's session), recorded in the history."""
@@ -240,10 +331,10 @@ def list_versions(paths: Paths, settings: AppSettings) -> list[dict[str, Any]]:
     return out
 
 
-def diff_policies(old: dict[str, Any], new: dict[str, Any], old_name: str, new_name: str) -> str:
+def diff_policies(old: Policy, new: Policy, old_name: str, new_name: str) -> str:
     """Unified diff of two policies' canonical JSON ('' when equal)."""
-    a = to_json_bytes(old).decode().splitlines(keepends=True)
-    b = to_json_bytes(new).decode().splitlines(keepends=True)
+    a = to_json_bytes(old.to_json()).decode().splitlines(keepends=True)
+    b = to_json_bytes(new.to_json()).decode().splitlines(keepends=True)
     return "".join(difflib.unified_diff(a, b, fromfile=old_name, tofile=new_name, n=2))
 
 
@@ -322,21 +413,23 @@ def repair_pointer(paths: Paths, settings: AppSettings, *, at: str, reason: str,
     return target, how
 
 
-def policy_settings(settings: AppSettings, policy: dict[str, Any]) -> AppSettings:
+def policy_settings(settings: AppSettings, policy: Policy | None) -> AppSettings:
     """Settings whose risk limits are tightened by the policy (bucket caps, SANITY_JUDGE's
-    per-name cap and stop multiples); the policy can never loosen them."""
+    per-name cap and stop multiples); the policy can never loosen them (None: no policy)."""
+    if policy is None:
+        return settings
     risk = settings.risk
-    caps = {b: min(risk.cap(b), float(v)) for b, v in policy.get("bucket_caps", {}).items()}
+    caps = {b: min(risk.cap(b), float(v)) for b, v in policy.bucket_caps.items()}
     update: dict[str, Any] = {"bucket_caps": {**risk.bucket_caps, **caps}}
-    live = policy.get("live_changes") or {}
-    if live.get("max_position_pct") is not None:
-        pct = float(live["max_position_pct"])
+    live = policy.live_changes
+    if live.max_position_pct is not None:
+        pct = float(live.max_position_pct)
         update["per_name"] = {b: min(risk.name_cap(b), pct) for b in ("core", "penny", "fno")}
-    stops = live.get("stop_multipliers") or {}
-    if stops.get("atr") is not None:
-        update["initial_stop_atr"] = min(risk.initial_stop_atr, float(stops["atr"]))
-    if stops.get("trailing") is not None:
-        update["trailing_stop_atr"] = min(risk.trailing_stop_atr, float(stops["trailing"]))
+    stops = live.stop_multipliers
+    if stops is not None and stops.atr is not None:
+        update["initial_stop_atr"] = min(risk.initial_stop_atr, float(stops.atr))
+    if stops is not None and stops.trailing is not None:
+        update["trailing_stop_atr"] = min(risk.trailing_stop_atr, float(stops.trailing))
     new_risk = risk.model_copy(update=update)
     if new_risk == risk:
         return settings

@@ -22,7 +22,7 @@ from tasks.health.checks import health_report
 from tasks.paths import Paths
 from tasks.plan.build import SessionInputs, decide
 from tasks.plan.outputs import REASON_WORDS, fmt, render_report, stop_code, write_session
-from tasks.policy import policy_settings, store_version
+from tasks.policy import Policy, policy_settings, store_version
 from tasks.risk.clamps import Book, Position, exposures
 from tasks.settings import load_settings
 from tests.browser import chromium, needs_chromium
@@ -40,8 +40,8 @@ MARKET = {"market_regime": "ranging", "mkt_vol_z": 1.234, "mkt_avg_corr": 0.4321
 def _session(paths: Paths):
     """Decision and health of the hand-built session, with the policy stored under ``paths``."""
     settings = load_settings()
-    policy = {**settings.policy.model_dump(mode="json"),
-              "bucket_caps": {"core": 0.20, "penny": 0.02, "fno": 0.05}}
+    policy = Policy.parse({**settings.policy.model_dump(mode="json"),
+                           "bucket_caps": {"core": 0.20, "penny": 0.02, "fno": 0.05}})
     version = store_version(paths, policy, None, "tests: a tighter core bucket", "2021-06-30")
     syms = [f"S{i:02d}" for i in range(N)]
     rank = np.arange(N) / (N - 1)        # S39 has the highest P(win)

@@ -17,12 +17,12 @@ from tasks.escalation.schemas import (
     parse_response,
     response_schema,
 )
-from tasks.policy import policy_settings
+from tasks.policy import Policy, policy_settings
 from tasks.settings import load_settings
-from tasks.trading_settings import HARD_BUCKET_CAPS, HARD_PER_NAME, PolicyDefaults
+from tasks.trading_settings import HARD_BUCKET_CAPS, HARD_PER_NAME
 
 S = load_settings()
-POLICY = PolicyDefaults().model_dump(mode="json")
+POLICY = Policy()
 UNIVERSE = {"AAPL", "MSFT", "BRK.B"}
 
 
@@ -92,7 +92,7 @@ def test_do_not_trade_additions_are_capped():
 
 
 def test_no_predictor_weight_is_rejected_not_guessed():
-    policy = {**POLICY, "blend_weights": {"short": 0.05, "mid": 0.05, "rl": 0.9}}
+    policy = POLICY.replace(blend_weights={"short": 0.05, "mid": 0.05, "rl": 0.9})
     loose = load_settings(escalation={"bounds": {"blend_weight_max_drift": 1.0}})
     out = bound("REGIME_AUDITOR", regime(blend_weights_delta={"short": -0.1, "mid": -0.1,
                                                               "rl": 0.0}), policy, loose, UNIVERSE)
@@ -101,13 +101,13 @@ def test_no_predictor_weight_is_rejected_not_guessed():
 
 
 def test_repeated_calls_cannot_walk_the_weights_away():
-    policy = dict(POLICY)
+    policy = POLICY
     for _ in range(20):
         out = bound("REGIME_AUDITOR", regime(blend_weights_delta={"short": 0.1, "mid": -0.1,
                                                                   "rl": -0.1}), policy, S,
                     UNIVERSE)
-        policy = {**policy, **out.changes}
-    w = policy["blend_weights"]
+        policy = out.apply(policy)
+    w = policy.blend_weights
     assert w["short"] == pytest.approx(0.7, abs=1e-5)  # configured 0.4 + drift 0.3
     assert sum(w.values()) == pytest.approx(1.0, abs=1e-5) and min(w.values()) >= 0
     assert any(c["field"] == "blend_weights" and "configured mix" in c["reason"]
@@ -142,11 +142,11 @@ def test_sanity_judge_changes_stay_within_hard_limits():
     live = out.changes["live_changes"]
     assert live == {"max_position_pct": 0.015, "stop_multipliers": {"atr": 1.8, "trailing": 0.5}}
     assert out.changes["stay_demo"] is False
-    risk = policy_settings(S, {**POLICY, **out.changes}).risk
+    risk = policy_settings(S, out.apply(POLICY)).risk
     assert risk.name_cap("penny") == HARD_PER_NAME["penny"]  # a policy never loosens a limit
-    tight = policy_settings(S, {**POLICY, "live_changes": {"max_position_pct": 0.002,
-                                                           "stop_multipliers": {"atr": 1.0,
-                                                                                "trailing": 0.8}}})
+    tight = policy_settings(S, POLICY.replace(live_changes={"max_position_pct": 0.002,
+                                                            "stop_multipliers": {"atr": 1.0,
+                                                                                 "trailing": 0.8}}))
     assert tight.risk.name_cap("core") == 0.002 and tight.risk.initial_stop_atr == 1.0
     assert tight.risk.trailing_stop_atr == 0.8
 
@@ -169,10 +169,10 @@ def test_any_bounded_answer_keeps_hard_limits(weights, caps):
     resp = regime(blend_weights_delta=dict(zip(("short", "mid", "rl"), weights, strict=True)),
                   bucket_caps_delta=dict(zip(("penny", "fno", "core"), caps, strict=True)))
     out = bound("REGIME_AUDITOR", resp, POLICY, S, UNIVERSE)
-    new = PolicyDefaults(**{**POLICY, **out.changes})
+    new = out.apply(POLICY)
     for k, v in new.bucket_caps.items():
         assert 0.0 <= v <= HARD_BUCKET_CAPS[k]
-        assert abs(v - POLICY["bucket_caps"][k]) <= 0.05 + 1e-9
+        assert abs(v - POLICY.bucket_caps[k]) <= 0.05 + 1e-9
     assert min(new.blend_weights.values()) >= 0
     conf = {"short": 0.4, "mid": 0.3, "rl": 0.3}
     assert all(abs(new.blend_weights[k] - conf[k]) <= 0.3 + 1e-5 for k in conf)

@@ -243,7 +243,7 @@ def test_the_policy_in_force_tightens_the_intraday_clamps(tmp_path, max_position
     paths, cfg = Paths(tmp_path), settings()
     if max_position_pct is not None:
         policy, version = current_policy(paths, cfg)
-        save_policy(paths, {**policy, "live_changes": {"max_position_pct": max_position_pct}},
+        save_policy(paths, policy.replace(live_changes={"max_position_pct": max_position_pct}),
                     version, "test", f"{PREV}T20:00:00Z")
     write_plan(paths, PREV, [plan_row("X", 15, 100.0, 2.0)])  # 1,500 = 1.5% of 100,000
     run_session(paths, cfg, SESSION, bars=bars(SESSION, {"X": [(100, 100.5, 99.5, 100)]}))

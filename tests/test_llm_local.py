@@ -89,11 +89,11 @@ def test_validators_reject_or_clip_the_tiny_models_answers(env):
         assert remote["validation"] == "ok" and remote["response_sha256"]
         cut += len(out.bounded["clipped"]) + len(out.bounded["rejected"])
         policy = load_version(paths, settings, out.policy_after)
-        PolicyDefaults(**policy)
-        assert all(v <= HARD_BUCKET_CAPS[k] for k, v in policy["bucket_caps"].items())
-        assert set(policy["do_not_trade"]) <= UNIVERSE
-        assert set(policy["disabled_features"]) <= set(TOGGLEABLE_FEATURES)
-        assert all(SYMBOL.match(s) for s in policy["do_not_trade"])
+        PolicyDefaults(**policy.to_json())
+        assert all(v <= HARD_BUCKET_CAPS[k] for k, v in policy.bucket_caps.items())
+        assert set(policy.do_not_trade) <= UNIVERSE
+        assert set(policy.disabled_features) <= set(TOGGLEABLE_FEATURES)
+        assert all(SYMBOL.match(s) for s in policy.do_not_trade)
     assert cut > 0, "the tiny model's answers should need clipping or rejecting"
     record = read_record(paths, DAY)
     assert [c["call_type"] for c in record["calls"]] == list(REQUESTS)
@@ -114,7 +114,7 @@ def test_the_local_reasoner_cannot_clear_demo_mode(env, llama_url, monkeypatch):
     if out.response is not None:
         assert out.backend == f"llamacpp:{llama_url}"
         policy = load_version(paths, load_settings(), out.policy_after)
-        assert policy["stay_demo"] is not False
+        assert policy.stay_demo is not False
         if out.response.stay_demo is False:
             assert any(r["field"] == "stay_demo" for r in out.bounded["rejected"])
 

@@ -8,6 +8,7 @@ import pytest
 
 from tasks.plan.build import SessionInputs, decide
 from tasks.plan.context import FileContext, context_status
+from tasks.policy import Policy
 from tasks.risk.clamps import Book, Position
 from tasks.settings import load_settings
 
@@ -33,7 +34,7 @@ def inputs(context: pd.DataFrame | None = None, book: Book | None = None,
                            "p_raw_mid": 0.3 + 0.1 * rank, "p_cal_mid": 0.3 + 0.1 * rank,
                            # the payoff head: P(stop | not a win), relative timeout return (ATR)
                            "q_cal_short": 0.2, "r_cal_short": 0.1, "p_sd_short": 0.0})
-    policy = {**SETTINGS.policy.model_dump(mode="json"), **(policy_extra or {})}
+    policy = Policy.parse({**SETTINGS.policy.model_dump(mode="json"), **(policy_extra or {})})
     return SessionInputs(as_of=DAY, features=features, scores=scores, payoff=PAYOFF,
                          thresholds={"take_profit_atr": 2.5, "stop_atr": 1.8}, model_id="m1",
                          policy=policy, policy_version="pol-test", book=book or Book(100_000.0),

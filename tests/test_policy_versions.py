@@ -35,10 +35,9 @@ def home(tmp_path, monkeypatch):
     return Paths(tmp_path), load_settings()
 
 
-def changed(settings) -> dict:
-    policy = default_policy(settings)
-    return {**policy, "blend_weights": {"short": 0.5, "mid": 0.2, "rl": 0.3},
-            "do_not_trade": ["AAA"]}
+def changed(settings):
+    return default_policy(settings).replace(blend_weights={"short": 0.5, "mid": 0.2, "rl": 0.3},
+                                            do_not_trade=["AAA"])
 
 
 def test_versions_list_diff_and_rollback(home):

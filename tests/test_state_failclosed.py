@@ -59,10 +59,10 @@ def _json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
-def escalated(settings) -> dict:
+def escalated(settings):
     """The policy an escalation made current: a blocked name, a tighter core cap."""
-    return {**default_policy(settings), "do_not_trade": ["AAA"],
-            "bucket_caps": {**default_policy(settings).get("bucket_caps", {}), "core": 0.5}}
+    default = default_policy(settings)
+    return default.replace(do_not_trade=["AAA"], bucket_caps={**default.bucket_caps, "core": 0.5})
 
 
 def build_home(root: Path) -> Paths:
@@ -162,7 +162,7 @@ def assert_safe(paths: Paths) -> None:
         policy, _ = current_policy(paths, settings)
     except StateFileError:
         return  # refused: no policy at all rather than the default
-    assert policy["do_not_trade"] == ["AAA"] and policy["bucket_caps"]["core"] == 0.5
+    assert policy.do_not_trade == ["AAA"] and policy.bucket_caps["core"] == 0.5
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -481,7 +481,7 @@ def test_the_pointer_deleted_or_swapped_after_an_escalation_is_refused(home):
     res = hcp(home, "state", "repair", "policy", "--by", "ops", "--reason", "pointer lost")
     assert res.returncode == 0 and f"pointer set to {v1}" in res.stdout
     policy, version = current_policy(home, settings)
-    assert version == v1 and policy["do_not_trade"] == ["AAA"]
+    assert version == v1 and policy.do_not_trade == ["AAA"]
 
 
 # --------------------------------------------------------------------------- models

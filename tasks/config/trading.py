@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 BUCKETS = ("core", "penny", "fno")
 VOL_REGIMES = ("low_vol", "med_vol", "high_vol")
@@ -171,6 +171,37 @@ class FusionSettings(_Section):
     corr_penalty: float = Field(0.08, ge=0, le=1, description="Correlation-breakdown penalty.")
 
 
+class _PartialSection(_Section):
+    """A section whose unset entries (None) are left out of its JSON, so that it reads and
+    writes the same partial mapping (``{}`` when nothing is set)."""
+
+    @model_serializer(mode="wrap")
+    def _set_entries_only(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class StopMultipliers(_PartialSection):
+    """SANITY_JUDGE stop multiples in force (ATR multiples; unset: the configured stops)."""
+
+    atr: float | None = Field(
+        None, gt=0, le=HARD_STOPS["initial_stop_atr"],
+        description="Initial stop, ATR multiples (never above risk.initial_stop_atr).")
+    trailing: float | None = Field(
+        None, gt=0, le=HARD_STOPS["trailing_stop_atr"],
+        description="Trailing stop, ATR multiples (never above risk.trailing_stop_atr).")
+
+
+class LiveChanges(_PartialSection):
+    """SANITY_JUDGE changes in force; each only tightens the risk settings."""
+
+    max_position_pct: float | None = Field(
+        None, gt=0, le=max(HARD_PER_NAME.values()),
+        description="Largest position per name in every bucket, as a fraction of net liquidity "
+        "(unset: risk.per_name).")
+    stop_multipliers: StopMultipliers | None = Field(
+        None, description="Stop multiples in force (unset: the configured stops).")
+
+
 class PolicyDefaults(_Section):
     """The first policy version; escalations write later versions as state."""
 
@@ -195,8 +226,8 @@ class PolicyDefaults(_Section):
         description="Turnover penalty of the reward (changed by REWARD_ENGINEER answers).")
     stay_demo: bool | None = Field(
         None, description="The last SANITY_JUDGE verdict (None: none given yet).")
-    live_changes: dict[str, Any] = Field(
-        default_factory=dict, description="SANITY_JUDGE changes in force: max_position_pct (a "
+    live_changes: LiveChanges = Field(
+        default_factory=LiveChanges, description="SANITY_JUDGE changes in force: max_position_pct (a "
         "per-name cap) and stop_multipliers {atr, trailing}; tighter than the hard limits only.")
 
     @model_validator(mode="after")

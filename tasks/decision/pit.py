@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from tasks.escalation.daily import DAILY_CALLS
 from tasks.escalation.record import read_record, record_path
@@ -27,6 +26,7 @@ from tasks.io import atomic_write_json
 from tasks.paths import Paths
 from tasks.plan import runs
 from tasks.policy import (
+    Policy,
     default_policy,
     effective_session,
     history,
@@ -43,7 +43,7 @@ from tasks.settings import AppSettings
 class PolicyAt:
     """The policy a session's plan started from, and where that was read."""
 
-    policy: dict[str, Any]
+    policy: Policy
     version: str
     source: str
 

@@ -34,7 +34,7 @@ from tasks.models.registry import Baseline, RegistryError, load_baseline, read_r
 from tasks.paths import Paths
 from tasks.plan import build, outputs, runs, session
 from tasks.plan.context import context_source, context_status
-from tasks.policy import policy_settings
+from tasks.policy import Policy, policy_settings
 from tasks.settings import AppSettings
 from tasks.state import load_episodes, session_book
 
@@ -79,7 +79,7 @@ def key_parts(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Ba
 class SessionState:
     """What a session's decision depends on besides the bars, and its run key."""
 
-    policy: dict
+    policy: Policy
     version: str
     ctx_src: Any
     book: Any

@@ -1,7 +1,8 @@
 """Bound every delta of a validated answer; record what was clipped or rejected, and why.
 
 Pure functions: (response, policy in force, settings, known symbols) -> :class:`Bounded`, whose
-``changes`` are the policy fields to replace. Blend-weight and cap deltas are clipped to the
+``changes`` are the policy fields to replace (JSON values; :meth:`Bounded.apply` makes the new
+:class:`~tasks.policy.Policy` from them, validated). Blend-weight and cap deltas are clipped to the
 configured ranges and caps to the hard limits; unknown symbols and features are dropped;
 reward coefficients are clipped to [0, 1] and normalised to sum 1; SANITY_JUDGE changes stay
 within the hard per-name and stop limits. The result passes the hard clamps again in the plan.
@@ -21,6 +22,7 @@ from tasks.escalation.schemas import (
     RewardEngineerResponse,
     SanityJudgeResponse,
 )
+from tasks.policy import Policy
 from tasks.settings import AppSettings
 from tasks.trading_settings import HARD_BUCKET_CAPS, HARD_PER_NAME, HARD_STOPS, TOGGLEABLE_FEATURES
 
@@ -48,6 +50,11 @@ class Bounded:
     def reject(self, name: str, proposed: Any, reason: str) -> None:
         self.rejected.append({"field": name, "proposed": proposed, "reason": reason})
 
+    def apply(self, policy: Policy) -> Policy:
+        """The policy with the changes (:class:`pydantic.ValidationError` when the result is
+        not a policy)."""
+        return policy.replace(**self.changes) if self.changes else policy
+
     def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "clipped": self.clipped,
                 "rejected": self.rejected, "notes": self.notes}
@@ -60,7 +67,7 @@ def _clip(out: Bounded, name: str, value: float, lo: float, hi: float) -> float:
     return kept
 
 
-def bound(call_type: str, response: BaseModel, policy: dict[str, Any], settings: AppSettings,
+def bound(call_type: str, response: BaseModel, policy: Policy, settings: AppSettings,
           universe: set[str], remote: bool = True) -> Bounded:
     """Dispatch to the call type's bounding function (``remote``: the remote model answered)."""
     if isinstance(response, RegimeAuditorResponse):
@@ -72,7 +79,7 @@ def bound(call_type: str, response: BaseModel, policy: dict[str, Any], settings:
     raise TypeError(f"no bounds for {call_type} answer {type(response).__name__}")
 
 
-def bound_regime(resp: RegimeAuditorResponse, policy: dict[str, Any], settings: AppSettings,
+def bound_regime(resp: RegimeAuditorResponse, policy: Policy, settings: AppSettings,
                  universe: set[str]) -> Bounded:
     out = Bounded(notes={"regime_label": resp.regime_label})
     _blend(out, resp.blend_weights_delta.model_dump(), policy, settings)
@@ -81,11 +88,11 @@ def bound_regime(resp: RegimeAuditorResponse, policy: dict[str, Any], settings: 
     return out
 
 
-def _blend(out: Bounded, delta: dict[str, float], policy: dict[str, Any],
+def _blend(out: Bounded, delta: dict[str, float], policy: Policy,
            settings: AppSettings) -> None:
     b = settings.escalation.bounds
     lim = b.blend_weight_delta
-    old = {k: float(policy["blend_weights"].get(k, 0.0)) for k in ("short", "mid", "rl")}
+    old = {k: float(policy.blend_weights.get(k, 0.0)) for k in ("short", "mid", "rl")}
     applied = {k: _clip(out, f"blend_weights_delta.{k}", d, -lim, lim) for k, d in delta.items()}
     if not any(applied.values()):
         return
@@ -122,11 +129,11 @@ def _within_drift(mix: dict[str, float], configured: dict[str, float], drift: fl
     return w
 
 
-def _caps(out: Bounded, delta: dict[str, float], policy: dict[str, Any],
+def _caps(out: Bounded, delta: dict[str, float], policy: Policy,
           settings: AppSettings) -> None:
     b = settings.escalation.bounds
     lo, hi = b.bucket_cap_delta
-    caps = dict(policy.get("bucket_caps") or HARD_BUCKET_CAPS)
+    caps = dict(policy.bucket_caps or HARD_BUCKET_CAPS)
     applied = {}
     for k, d in delta.items():
         dd = _clip(out, f"bucket_caps_delta.{k}", d, lo, hi)
@@ -141,10 +148,10 @@ def _caps(out: Bounded, delta: dict[str, float], policy: dict[str, Any],
         out.applied["bucket_caps_delta"] = applied
 
 
-def _symbols(out: Bounded, proposed: list[str], policy: dict[str, Any], settings: AppSettings,
+def _symbols(out: Bounded, proposed: list[str], policy: Policy, settings: AppSettings,
              universe: set[str]) -> None:
     limit = settings.escalation.bounds.max_do_not_trade_additions
-    current = list(policy.get("do_not_trade", []))
+    current = list(policy.do_not_trade)
     added: list[str] = []
     for raw in proposed:
         sym = raw.strip().upper()
@@ -163,7 +170,7 @@ def _symbols(out: Bounded, proposed: list[str], policy: dict[str, Any], settings
         out.applied["do_not_trade_added"] = sorted(added)
 
 
-def bound_reward(resp: RewardEngineerResponse, policy: dict[str, Any], settings: AppSettings
+def bound_reward(resp: RewardEngineerResponse, policy: Policy, settings: AppSettings
                  ) -> Bounded:
     out = Bounded()
     b = settings.escalation.bounds
@@ -178,25 +185,25 @@ def bound_reward(resp: RewardEngineerResponse, policy: dict[str, Any], settings:
         if not math.isclose(total, 1.0, abs_tol=1e-9):
             out.clip("reward_coefficients", {k: _r(v) for k, v in coef.items()}, norm,
                      "normalised to sum 1")
-        if norm != policy.get("reward_coefficients"):
+        if norm != policy.reward_coefficients:
             out.changes["reward_coefficients"] = norm
             out.applied["reward_coefficients"] = norm
     rate = _r(_clip(out, "turnover_penalties.penalty_rate", resp.turnover_penalties.penalty_rate,
                     0.0, b.turnover_penalty_max))
-    if {"penalty_rate": rate} != policy.get("turnover_penalties"):
+    if {"penalty_rate": rate} != policy.turnover_penalties:
         out.changes["turnover_penalties"] = {"penalty_rate": rate}
         out.applied["turnover_penalties"] = {"penalty_rate": rate}
     _features(out, resp.disabled_features, policy, settings)
     return out
 
 
-def _features(out: Bounded, proposed: list[str], policy: dict[str, Any],
+def _features(out: Bounded, proposed: list[str], policy: Policy,
               settings: AppSettings) -> None:
     from tasks.features.build import feature_columns
 
     limit = settings.escalation.bounds.max_disabled_features
     model_inputs = set(feature_columns(settings))
-    current = list(policy.get("disabled_features", []))
+    current = list(policy.disabled_features)
     added: list[str] = []
     for raw in proposed:
         name = raw.strip()
@@ -215,7 +222,7 @@ def _features(out: Bounded, proposed: list[str], policy: dict[str, Any],
         out.applied["disabled_features_added"] = sorted(added)
 
 
-def bound_sanity(resp: SanityJudgeResponse, policy: dict[str, Any], settings: AppSettings,
+def bound_sanity(resp: SanityJudgeResponse, policy: Policy, settings: AppSettings,
                  remote: bool = True) -> Bounded:
     """Live changes within the hard limits; leaving demo mode only on the remote model's word
     (the runbook: the remote model must explicitly clear the quarantine)."""
@@ -230,12 +237,12 @@ def bound_sanity(resp: SanityJudgeResponse, policy: dict[str, Any], settings: Ap
     trail = _r(_clip(out, "live_changes.stop_multipliers.trailing",
                      live.stop_multipliers.trailing, lo_stop, HARD_STOPS["trailing_stop_atr"]))
     changes = {"max_position_pct": pct, "stop_multipliers": {"atr": atr, "trailing": trail}}
-    if changes != policy.get("live_changes"):
+    if changes != policy.live_changes.model_dump(mode="json"):
         out.changes["live_changes"] = changes
         out.applied["live_changes"] = changes
     if resp.stay_demo is False and not remote:
         out.reject("stay_demo", False, "only the remote model may clear demo mode (runbook)")
-    elif resp.stay_demo != policy.get("stay_demo"):
+    elif resp.stay_demo != policy.stay_demo:
         out.changes["stay_demo"] = resp.stay_demo
         out.applied["stay_demo"] = resp.stay_demo
     return out

@@ -27,7 +27,7 @@ from tasks.escalation.triggers import (
 )
 from tasks.models.registry import Baseline
 from tasks.paths import Paths
-from tasks.policy import current_policy, load_version
+from tasks.policy import Policy, current_policy, load_version
 from tasks.reasoner.text import session_timestamp
 from tasks.settings import AppSettings
 
@@ -36,12 +36,12 @@ DAILY_CALLS = ("REGIME_AUDITOR", "REWARD_ENGINEER")
 
 @dataclass
 class DailyEscalation:
-    policy: dict[str, Any]
+    policy: Policy
     version: str
     summary: dict[str, Any]
 
 
-def session_policy(paths: Paths, settings: AppSettings, day: str) -> tuple[dict[str, Any], str]:
+def session_policy(paths: Paths, settings: AppSettings, day: str) -> tuple[Policy, str]:
     """The policy D's plan starts from: where D's stored escalations ended, else the current."""
     done = [c for c in read_record(paths, day)["calls"] if c["call_type"] in DAILY_CALLS]
     if done:
@@ -105,7 +105,7 @@ def _reward_values(fired: list[Trigger], pnl: Any) -> dict[str, Any]:
             "sharpe_ratio": sharpe["sharpe"] if isinstance(sharpe, dict) else None}
 
 
-def run(paths: Paths, settings: AppSettings, day: str, *, policy: dict[str, Any], version: str,
+def run(paths: Paths, settings: AppSettings, day: str, *, policy: Policy, version: str,
         today: pd.DataFrame, context: pd.DataFrame | None, book: Any, universe: set[str],
         recent_features: pd.DataFrame, recent_labels: pd.DataFrame, baseline: Baseline
         ) -> DailyEscalation:

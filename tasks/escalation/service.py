@@ -24,10 +24,16 @@ from tasks.escalation.prompts import build_messages, sha256_json
 from tasks.escalation.remote import ask_remote
 from tasks.escalation.schemas import RESPONSES, parse_response, response_schema
 from tasks.paths import Paths
-from tasks.policy import current_policy, diff_policies, policy_lock, save_policy, store_version
+from tasks.policy import (
+    Policy,
+    current_policy,
+    diff_policies,
+    policy_lock,
+    save_policy,
+    store_version,
+)
 from tasks.reasoner.chain import answer_json, offline_alert
 from tasks.settings import AppSettings
-from tasks.trading_settings import PolicyDefaults
 
 log = logging.getLogger("hcp.escalation")
 
@@ -113,7 +119,7 @@ def _ask(paths: Paths, settings: AppSettings, session: str, at: str, call_type: 
 
 
 def _apply(paths: Paths, settings: AppSettings, session: str, at: str, call_type: str,
-           parsed: BaseModel | None, policy: dict[str, Any], before: str, backend: str | None,
+           parsed: BaseModel | None, policy: Policy, before: str, backend: str | None,
            universe: set[str] | None) -> dict[str, Any]:
     """Bound the answer and store the resulting policy version (fields of the record entry)."""
     if parsed is None:
@@ -123,9 +129,8 @@ def _apply(paths: Paths, settings: AppSettings, session: str, at: str, call_type
                 "policy_diff": ""}
     bounded = bound(call_type, parsed, policy, settings, universe or _universe(paths),
                     remote=bool(backend and backend.startswith("remote:")))
-    new = {**policy, **bounded.changes}
     try:
-        new = PolicyDefaults(**new).model_dump(mode="json")
+        new = bounded.apply(policy)
     except ValueError as exc:  # the bounds should make this impossible; refuse, never guess
         bounded.reject("policy", None, f"bounded policy failed validation: {str(exc)[:200]}")
         bounded.changes, new = {}, policy

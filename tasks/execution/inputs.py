@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from tasks.execution.state import (
 from tasks.io import frame_hash, to_json_bytes
 from tasks.models.registry import read_registry
 from tasks.paths import Paths
-from tasks.policy import current_policy
+from tasks.policy import Policy, current_policy
 from tasks.settings import AppSettings
 from tasks.trading_settings import RiskSettings
 
@@ -53,7 +53,7 @@ class Prepared:
     key: str
     open_ts: str
     close_ts: str
-    policy: dict[str, Any] = field(default_factory=dict)
+    policy: Policy | None = None
     policy_version: str = ""
     model_id: str | None = None
 

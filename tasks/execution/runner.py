@@ -211,7 +211,8 @@ def execute(paths: Paths, settings: AppSettings, prep: Prepared, *,
         note_alert(st, "tradelog_repaired", at=prep.open_ts, level="ERROR", key=side.name,
                    data={"side_file": str(side)})
     horizon = settings.labels.horizons[settings.fusion.plan_horizon]
-    setup = Setup(paths, settings, risk, broker, log, list(prep.policy.get("do_not_trade", [])),
+    setup = Setup(paths, settings, risk, broker, log,
+                  list(prep.policy.do_not_trade) if prep.policy is not None else [],
                   settings.execution.max_holding_sessions or horizon, prep.close_ts,
                   sanity_judge, observer)
     engine = Engine(setup, st)

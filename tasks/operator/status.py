@@ -357,11 +357,11 @@ def learning(paths: Paths, settings: AppSettings, health: dict[str, Any] | None 
     stored = read_json(policy_dir(paths) / f"{version}.json") or {}
     return {"policy_version": version, "created_at": stored.get("created_at"),
             "session_policy_version": (health or {}).get("policy_version"),
-            "disabled_features": policy.get("disabled_features", []),
-            "reward_coefficients": policy.get("reward_coefficients", {}),
-            "blend_weights": policy.get("blend_weights", {}),
+            "disabled_features": list(policy.disabled_features),
+            "reward_coefficients": dict(policy.reward_coefficients),
+            "blend_weights": dict(policy.blend_weights),
             "weights_used": weights_used(health),
-            "do_not_trade": policy.get("do_not_trade", [])}
+            "do_not_trade": list(policy.do_not_trade)}
 
 
 def _alert_time(alert: dict[str, Any]) -> float:

@@ -22,6 +22,7 @@ from tasks.plan.expectancy import (
 )
 from tasks.plan.fusion import Weights, fuse, gate, horizon_edge, percentile_edge
 from tasks.plan.sizing import book_risk_scale, score_cash, to_quantity
+from tasks.policy import Policy
 from tasks.risk.clamps import Book, Order, clamp_batch, classify_bucket, stop_levels
 from tasks.settings import AppSettings
 
@@ -43,13 +44,18 @@ class SessionInputs:
     payoff: dict                    # baseline manifest "payoff"
     thresholds: dict                # baseline manifest "thresholds" (label barriers)
     model_id: str
-    policy: dict                    # blend_weights, gates, do_not_trade, ...
+    policy: Policy                  # blend weights, gates, do-not-trade list, toggles, caps
     policy_version: str
     book: Book
     context: pd.DataFrame | None = None    # symbol + CONTEXT_COLUMNS (any subset)
     returns: pd.DataFrame | None = None    # wide daily log returns up to as_of (effective-K)
     episodes: pd.DataFrame | None = None   # closed episodes (reports; not used for sizing)
     skill: dict | None = None              # baseline manifest "skill" (per-horizon OOS skill)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.policy, Policy):
+            raise TypeError(f"SessionInputs.policy must be a Policy, not "
+                            f"{type(self.policy).__name__} (tasks.policy.Policy.parse reads one)")
 
 
 @dataclass
@@ -91,14 +97,14 @@ def gated_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
     w, _ = blend_weights(inp, settings)
     weights = (Weights.effective(w, rl_available=False) if w.get("short", 0) + w.get("mid", 0) > 0
                else Weights(0.0, 0.0, 1.0))  # RL-only policy: no predictor edge to gate on
-    return gate(df, weights, inp.policy["gates"])
+    return gate(df, weights, inp.policy.gates)
 
 
 def blend_weights(inp: SessionInputs, settings: AppSettings) -> tuple[dict[str, float],
                                                                       dict[str, str]]:
     """The policy's blend weights, with a horizon whose ranking had no out-of-sample skill at
     training time set to 0 (``fusion.zero_unskilled_horizons``), and the reason per horizon."""
-    w = dict(inp.policy["blend_weights"])
+    w = dict(inp.policy.blend_weights)
     zeroed: dict[str, str] = {}
     if not settings.fusion.zero_unskilled_horizons:
         return w, zeroed
@@ -130,7 +136,7 @@ def fused_frame(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> 
     if zeroed:  # every name's audit says which horizon was blended at weight 0, and why
         df["penalty_tags"] = [list(tags) + list(zeroed.values()) for tags in df["penalty_tags"]]
     off = {f"{_PENALTY_OF[f]}:unknown": f"{_PENALTY_OF[f]}:disabled"
-           for f in inp.policy.get("disabled_features", []) if f in _PENALTY_OF}
+           for f in inp.policy.disabled_features if f in _PENALTY_OF}
     if off:
         df["penalty_tags"] = [[off.get(t, t) for t in tags] for tags in df["penalty_tags"]]
     df["signal"] = np.select([(df["action"] == "BUY") & df["gate_buy"],
@@ -145,10 +151,10 @@ _PENALTY_OF = {"news_sentiment": "news_negative", "vol_z": "vol_spike", "liquidi
                "corr_mkt": "corr_breakdown"}
 
 
-def disabled_columns(policy: dict) -> list[str]:
+def disabled_columns(policy: Policy) -> list[str]:
     """Frame columns blanked by the policy's feature toggles."""
     cols = {"corr_mkt": ["corr_mkt", "market_corr"]}
-    return [c for f in policy.get("disabled_features", []) for c in cols.get(f, [f])]
+    return [c for f in policy.disabled_features for c in cols.get(f, [f])]
 
 
 def signal_frame(inp: SessionInputs, settings: AppSettings) -> pd.DataFrame:
@@ -351,7 +357,7 @@ def apply_clamps(sized: Sized, inp: SessionInputs, settings: AppSettings,
     book = Book(inp.book.net_liquidity, dict(inp.book.positions))
     live = [o for o in sized.orders if o is not None]
     results = [] if health_stop else clamp_batch(live, book, settings.risk, settings.guardrails,
-                                                 inp.policy.get("do_not_trade", []))
+                                                 list(inp.policy.do_not_trade))
     by_symbol = {res.order.symbol: res for res in results}
     plan_rows = []
     for r, order, t in zip(sized.candidates.itertuples(index=False), sized.orders, sized.tags,

@@ -453,7 +453,7 @@ def session_config(paths: Paths, health: dict[str, Any]) -> dict[str, Any]:
     try:
         policy = load_version(paths, settings, str(health.get("policy_version")))
     except FileNotFoundError:
-        policy = {}
+        policy = None
     settings = policy_settings(settings, policy)
     return report_config(settings.risk, settings.fusion, settings.features)
 

@@ -23,6 +23,7 @@ from tasks.health.checks import drift, health_report, preflight_errors, realised
 from tasks.models.registry import Baseline
 from tasks.models.scoring import calibrate_scores, missing_calibrators, raw_scores, wide_scores
 from tasks.plan.build import Decision, SessionInputs, decide
+from tasks.policy import Policy
 from tasks.risk.clamps import Book, exposures
 from tasks.settings import AppSettings
 
@@ -96,7 +97,7 @@ def day_rows(frame: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 def session_inputs(*, as_of: pd.Timestamp, today: pd.DataFrame, scores_today: pd.DataFrame,
-                   baseline: Baseline, policy: dict, policy_version: str, book: Book,
+                   baseline: Baseline, policy: Policy, policy_version: str, book: Book,
                    context: pd.DataFrame | None, returns: pd.DataFrame,
                    episodes: pd.DataFrame | None) -> SessionInputs:
     """The decision's inputs for ``as_of`` (returns and episodes cut to what was known)."""

@@ -134,7 +134,7 @@ def gather_facts(paths: Paths, settings: AppSettings, day: str) -> dict[str, Any
         "alerts": [{"code": a["code"], "level": a["level"], "text": a["text"]}
                    for a in read_alerts(paths, day)],
         "policy_now": current_policy(paths, settings)[1],
-        "disabled_features": current_policy(paths, settings)[0].get("disabled_features", []),
+        "disabled_features": list(current_policy(paths, settings)[0].disabled_features),
     }
 
 
