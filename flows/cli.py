@@ -295,6 +295,51 @@ def replay_cmd(
         out.print(f"equity curve {res.equity_path} (+ .png)")
 
 
+@app.command("backtest")
+@friendly
+def backtest_cmd(
+    start: Annotated[str, typer.Option(help="First session YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last session YYYY-MM-DD.")],
+    with_intraday: Annotated[bool, typer.Option(
+        help="Execute every plan with the paper broker on the next session and run the nightly "
+             "flow (the P&L, trades and gates come from it); --no-with-intraday decides the "
+             "sessions only.")] = True,
+    fresh: Annotated[bool, typer.Option(help="Start afresh instead of resuming an interrupted "
+                                             "backtest of the same span.")] = False,
+) -> None:
+    """Walk-forward backtest of the active baseline over [START, END]: every session scored by
+    the fold model trained before it, decided as live, paper-executed, marked by the nightly
+    run; summary, tearsheet and promotion gates under reports/backtest/<START>_<END>/."""
+    from flows import preflight
+
+    paths = Paths.from_env()
+    first, _ = preflight.replay_span(start, end, paths, load_settings())
+    preflight.backtest_model(paths, first)
+    import flows.backtest as bt  # Prefect: only once the span and the model are known good
+    from flows.backtest import backtest, headline_lines
+
+    with step_bar("backtest", unit="sessions") as update:
+        update("features and fold scores for the span", 0, None)
+
+        def progress(i: int, n: int, msg: str) -> None:
+            update(msg, i, n)
+
+        bt.progress_hook = progress
+        try:
+            res = backtest(start=start, end=end, with_intraday=with_intraday, fresh=fresh)
+        finally:
+            bt.progress_hook = None
+    out.print(f"backtest {res.start}..{res.end}: {res.sessions} sessions"
+              + (" (resumed)" if res.resumed else "") + f" in {res.seconds:.0f} s")
+    for line in headline_lines(res.summary):
+        out.print(escape(line))
+    failed = [g["name"] for g in res.gates.get("gates", []) if not g.get("passed")]
+    out.print("[bold green]promotion gates: PASSED[/bold green]" if res.gates.get("passed")
+              else f"[bold red]promotion gates: FAILED ({escape(', '.join(failed))})[/bold red]")
+    out.print(f"tearsheet {res.folder / 'tearsheet.html'}; summary {res.folder / 'summary.json'}"
+              f"; gates {res.folder / 'gates.json'}")
+
+
 @app.command("demo")
 @friendly
 def demo_cmd() -> None:

@@ -205,6 +205,24 @@ def replay_model(paths: Paths, first: pd.Timestamp) -> None:
     state_files(paths, None, MODEL_STATE)
 
 
+def backtest_model(paths: Paths, first: pd.Timestamp) -> str:
+    """The active baseline keeps walk-forward fold models covering the backtest's first
+    session (so every session is scored out of sample); its id."""
+    meta = _active_manifest(paths)
+    bid = meta.get("id", "?")
+    folds = sorted((meta.get("fold_models") or {}).get("folds") or [],
+                   key=lambda f: f["test_start"])
+    if not folds:
+        raise Refused(f"active baseline {bid} keeps no walk-forward fold models: retrain it "
+                      "with `hcp train` to backtest it")
+    if first < pd.Timestamp(folds[0]["test_start"]):
+        raise Refused(f"no out-of-sample model for {_iso(first)}: active baseline {bid}'s first "
+                      f"walk-forward test block starts {folds[0]['test_start']} (start the "
+                      "backtest there or later)")
+    state_files(paths, None, MODEL_STATE)
+    return bid
+
+
 #: The state files each command's flow reads (names of :mod:`tasks.statespecs`' table).
 DAILY_STATE = ["policy", "budget", "escalation-record"]
 MODEL_STATE = ["registry", "model"]

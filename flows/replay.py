@@ -116,6 +116,7 @@ class Walk:
     with_intraday: bool = False
     observer: object | None = None
     sanity_judge: object | None = None
+    resume: bool = False   # sessions whose plan is recorded in the root are done: not redone
 
 
 def load_span(root: Paths, days: pd.DatetimeIndex, settings: AppSettings
@@ -132,8 +133,12 @@ def walk_sessions(walk: Walk, days: pd.DatetimeIndex, force: bool = False,
     second session on) then D's decision. Returns the session rows and how many were unchanged."""
     rows, skipped = [], 0
     for i, day in enumerate(days):
-        done = execute_day(walk, day) if walk.with_intraday and i > 0 else {}
-        row = decide_day(walk, day, force)
+        finished = finished_day(walk, day, executed=walk.with_intraday and i > 0)
+        if finished is not None:
+            row, done = finished
+        else:
+            done = execute_day(walk, day) if walk.with_intraday and i > 0 else {}
+            row = decide_day(walk, day, force)
         skipped += row.pop("cached")
         rows.append({**row, **done})
         if progress:
@@ -170,6 +175,31 @@ def run_replay(start: str, end: str, force: bool = False, progress: Progress | N
                       with_intraday)
 
 
+DONE_KEYS = ("day_pnl_pct", "end_net_liquidity", "kill_switch", "fills", "positions_end",
+             "quarantine", "postmortem_by")
+
+
+def walk_record(root: Paths, day: str) -> Path:
+    """What the intraday and nightly steps of ``day`` reported (written before D's plan)."""
+    return root.reports / "walk" / f"{day}.json"
+
+
+def finished_day(walk: Walk, day: pd.Timestamp, executed: bool) -> tuple[dict, dict] | None:
+    """On a resumed walk, a session whose plan is recorded in the root (its last step, after
+    its intraday and nightly) is not redone: its row from its records; else None."""
+    if not walk.resume:
+        return None
+    d = day.date().isoformat()
+    record = runs.record_path(walk.root, d)
+    if not record.is_file():
+        return None
+    done = {}
+    if executed:
+        found = json.loads(walk_record(walk.root, d).read_text())
+        done = {k: found[k] for k in DONE_KEYS}
+    return _row(d, json.loads(record.read_text()), cached=True), done
+
+
 def execute_day(walk: Walk, day: pd.Timestamp) -> dict:
     """intraday(D) on the plan of the session before, then the nightly of D (outcomes of the
     plans whose horizon ended, and the post-mortem naming its reasoner), all in the root."""
@@ -187,10 +217,11 @@ def execute_day(walk: Walk, day: pd.Timestamp) -> dict:
     write_summary(root, day, outcomes_task.fn(root, day, window, settings, 0), settings)
     pm = write_postmortem(root, settings, d)
     s = res.summary
-    return {"day_pnl_pct": s["day_pnl_pct"], "end_net_liquidity": s["end_net_liquidity"],
-            "kill_switch": s["kill_switch"], "fills": s["fills"],
-            "positions_end": s["positions_end"], "quarantine": s["quarantine"]["active"],
-            "postmortem_by": pm.get("narrative_by")}
+    done = dict(zip(DONE_KEYS, (s["day_pnl_pct"], s["end_net_liquidity"], s["kill_switch"],
+                                s["fills"], s["positions_end"], s["quarantine"]["active"],
+                                pm.get("narrative_by")), strict=True))
+    atomic_write_json(walk_record(root, d), done)
+    return done
 
 
 def decide_day(walk: Walk, day: pd.Timestamp, force: bool) -> dict:

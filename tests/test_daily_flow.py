@@ -138,7 +138,8 @@ def test_replay_is_point_in_time_repeatable_and_matches_daily(home, harness):
     for row in pd.read_csv(again.table_path).itertuples():
         assert Path(row.plan).read_bytes() == plans[row.date], row.date
     # the daily flow for the first replayed session decides exactly as the replay did
-    replayed = json.loads((home.reports / "health" / "daily_health_2021-07-01.json").read_text())
+    replayed = json.loads((Path(res.state_root) / "reports" / "health"
+                           / "daily_health_2021-07-01.json").read_text())
     first = daily(as_of="2021-07-01", force=True)
     assert Path(first.outputs["plan"]).read_bytes() == plans["2021-07-01"]
     # ... and reports the same model skill (one code path: tasks.health.checks)

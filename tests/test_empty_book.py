@@ -86,8 +86,10 @@ def test_daily_health_warns_with_the_step_and_the_figures(ran):
 
 
 def test_replay_health_comes_from_the_same_code(ran):
-    """The replay's session (session.evaluate) writes the same empty-book finding as the flow."""
-    replayed = json.loads((ran["paths"].reports / "health" / f"daily_health_{DAY}.json").read_text())
+    """The replay's session (the one session decision) writes the same empty-book finding as
+    the flow, under the replay's own root."""
+    root = ran["paths"].reports / "replay" / f"{SPAN[0]}_{SPAN[1]}" / "sandbox"
+    replayed = json.loads((root / "reports" / "health" / f"daily_health_{DAY}.json").read_text())
     assert replayed["empty_book"] == ran["daily_health"]["empty_book"]
     assert replayed["empty_book"]["message"] in replayed["summary"]["warnings"]
 
@@ -128,7 +130,7 @@ def test_replay_summary_table_and_console_count_empty_books(ran):
     summary = json.loads((folder / "summary.json").read_text())
     table = pd.read_csv(folder / "sessions.csv", keep_default_na=False)
     assert "empty_book_step" in table and len(table) == summary["sessions"] == 4
-    books = {d: json.loads((ran["paths"].reports / "health" / f"daily_health_{d}.json")
+    books = {d: json.loads((folder / "sandbox" / "reports" / "health" / f"daily_health_{d}.json")
                            .read_text())["empty_book"] for d in table["date"]}
     assert dict(zip(table["date"], table["empty_book_step"], strict=True)) == {
         d: (b or {}).get("step", "") for d, b in books.items()}

@@ -62,18 +62,21 @@ def replayed(tmp_path_factory):
 
 
 def test_every_replayed_plan_keeps_the_clamps(replayed):
-    paths, first, _, plans = replayed
+    _, first, _, plans = replayed
     assert first.sessions >= 20
+    root = Paths(first.state_root)  # the replay's own root: plans, reports, state
     for day in plans:
-        health = json.loads((paths.reports / "health" / f"daily_health_{day}.json").read_text())
-        plan = pd.read_csv(paths.val / "plans" / day / "trade_plan.csv")
+        health = json.loads((root.home / "reports" / "health" / f"daily_health_{day}.json")
+                            .read_text())
+        plan = pd.read_csv(root.val / "plans" / day / "trade_plan.csv")
         assert_plan_sane(plan, health["net_liquidity"])
         assert health["summary"]["status"] != "ERROR", (day, health["summary"]["errors"])
         assert (plan["model_id"] == "real-small").all()
 
 
 def test_normal_session_coverage_sits_in_the_band(replayed):
-    paths, first, _, _ = replayed
+    _, first, _, _ = replayed
+    root = Paths(first.state_root)
     summary = json.loads(first.summary_path.read_text())
     table = pd.read_csv(first.table_path)
     with_orders = float((table["orders"] > 0).mean())
@@ -85,7 +88,7 @@ def test_normal_session_coverage_sits_in_the_band(replayed):
     # a session without an order either had no BUY signal or says which step emptied it
     steps = table.set_index("date")["empty_book_step"].fillna("").astype(str)
     for day in steps.index:
-        audit = pd.read_parquet(paths.val / "plans" / day / "trade_plan_audit.parquet")
+        audit = pd.read_parquet(root.val / "plans" / day / "trade_plan_audit.parquet")
         wanted = bool((audit["action"] == "BUY").any())
         bought = bool((audit["taken"] & (audit["action"] == "BUY")).any())
         assert (wanted and not bought) == (steps[day] != ""), day

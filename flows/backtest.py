@@ -1,0 +1,301 @@
+"""The walk-forward backtest: every session through the live decision, the paper broker and the
+nightly run, under the backtest's own root; then its figures, tearsheet and promotion gates.
+
+Each session D in [S, E] is scored by the walk-forward fold model of the active baseline whose
+training ended before D (:func:`tasks.models.folds.fold_baseline`; the baseline itself after its
+training end), so the backtest is out of sample throughout: every row of the score history,
+the realised-quality window included, is scored by the fold whose test block holds its date.
+Then, exactly as live (:func:`flows.replay.walk_sessions`): intraday(D) executes the plan of the
+session before with the paper broker, nightly(D) marks the plans whose horizon ended and writes
+the post-mortem (naming its reasoner), and D's plan is decided by
+:func:`tasks.decision.session.decide_session`, escalations included (the configured chain under
+the same budget rules; ``backtest.local_backend`` may choose the template for speed). The
+policy starts from the configured default and evolves only by the backtest's own escalations.
+
+Everything is written under ``reports/backtest/<S>_<E>/``: the walk's root ``sandbox/`` (plans,
+state, reports), ``sessions.csv``, ``summary.json`` (figures next to the equal-weight
+buy-and-hold of the same universe), ``tearsheet.html`` with its charts, and ``gates.json``.
+The live home is only read. The run is recorded as a trial (``reports/backtest/trials/``) so
+the deflated Sharpe ratio and PBO count every configuration tried.
+
+Resumable: a backtest killed midway, started again with the same baseline, settings and code,
+walks on from its root (committed sessions are not redone); anything else starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger
+
+from flows.replay import Walk, load_span, replay_sessions, walk_sessions
+from tasks.backtest.analytics import summary_figures
+from tasks.backtest.collect import collect
+from tasks.backtest.gates import evaluate_gates, write_gates
+from tasks.backtest.tearsheet import write_tearsheet
+from tasks.backtest.trials import load_trials, record_trial
+from tasks.data.store import read_manifest
+from tasks.decision import session as ds
+from tasks.io import atomic_write, atomic_write_json
+from tasks.models.folds import fold_baseline, fold_spans
+from tasks.models.registry import Baseline, RegistryError
+from tasks.paths import Paths, SandboxPaths
+from tasks.plan import runs, session
+from tasks.settings import AppSettings, load_settings
+
+Progress = Callable[[int, int, str], None]
+progress_hook: Progress | None = None  # set by the command line to draw a progress bar
+HEADLINE = ("sharpe", "sortino", "cagr", "max_drawdown", "volatility")
+
+
+@dataclass
+class BacktestResult:
+    start: str
+    end: str
+    sessions: int
+    resumed: bool
+    folder: Path
+    summary: dict[str, Any]
+    gates: dict[str, Any]
+    seconds: float
+
+
+def backtest_folder(home: Paths, days: pd.DatetimeIndex) -> Path:
+    return (home.reports / "backtest"
+            / f"{days[0].date().isoformat()}_{days[-1].date().isoformat()}")
+
+
+def backtest_settings(settings: AppSettings) -> AppSettings:
+    """The settings a backtest runs with: ``backtest.local_backend`` first, when set."""
+    first = settings.backtest.local_backend
+    if first is None or first == settings.reasoner.backend:
+        return settings
+    return settings.model_copy(update={"reasoner": settings.reasoner.model_copy(
+        update={"backend": first})})
+
+
+def check_span(home: Paths, baseline_id: str, first: pd.Timestamp) -> None:
+    """Refuse a span the baseline has no out-of-sample model for (one line)."""
+    spans = fold_spans(home, baseline_id)
+    if not spans:
+        raise RegistryError(f"baseline {baseline_id} keeps no fold models: retrain it with "
+                            "`hcp train` to backtest it")
+    if first < spans[0][1]:
+        raise RegistryError(f"no out-of-sample model for {first.date()}: baseline "
+                            f"{baseline_id}'s first walk-forward test block starts "
+                            f"{spans[0][1].date()} (start the backtest there or later)")
+
+
+def fold_scores(home: Paths, baseline_id: str, hist: session.History, start: pd.Timestamp,
+                end: pd.Timestamp, settings: AppSettings,
+                say: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Calibrated wide scores of every row in [start, end], each scored by the model that saw
+    none of it: the fold whose test block holds its date (rows before the first block: none)."""
+    days = hist.sessions[(hist.sessions >= start) & (hist.sessions <= end)]
+    groups: dict[str, list[pd.Timestamp]] = {}
+    models: dict[str, Baseline] = {}
+    for day in days:
+        try:
+            model = fold_baseline(home, baseline_id, day)
+        except RegistryError:
+            continue  # before the first test block: no out-of-sample model
+        models[model.baseline_id] = model
+        groups.setdefault(model.baseline_id, []).append(day)
+    parts = []
+    for i, (mid, ds_) in enumerate(groups.items()):
+        if say:
+            say(f"scoring {ds_[0].date()}..{ds_[-1].date()} with {mid} ({i + 1}/{len(groups)})")
+        parts.append(session.score_history(models[mid], hist, ds_[0], ds_[-1], settings))
+    if not parts:
+        raise RegistryError(f"baseline {baseline_id} has no out-of-sample model for "
+                            f"{start.date()}..{end.date()}")
+    return pd.concat(parts, ignore_index=True)
+
+
+def shadow_of(home: Paths, shadow: Baseline | None, first: pd.Timestamp
+              ) -> tuple[str | None, str | None]:
+    """The shadow baseline scored beside the active one (by its own fold models), or None and
+    why not."""
+    if shadow is None:
+        return None, "no shadow model in the registry"
+    spans = fold_spans(home, shadow.baseline_id)
+    if not spans or first < spans[0][1]:
+        return None, (f"shadow baseline {shadow.baseline_id} has no out-of-sample fold model for "
+                      f"{first.date()}: not scored")
+    return shadow.baseline_id, None
+
+
+def shadow_comparison(root: Paths, settings: AppSettings, table: pd.DataFrame,
+                      bars: pd.DataFrame, sid: str | None, note: str | None) -> dict[str, Any]:
+    """The shadow model against the active one over the whole backtest: score distributions
+    (PSI, KS) and, where outcomes are known, the win rate and markout of each one's BUYs. In a
+    backtest nothing acts on it (the rollback guard acts on the live registry only)."""
+    from tasks.models import shadow as sh
+
+    if sid is None:
+        return {"shadow_id": None, "note": note}
+    h = settings.fusion.plan_horizon
+    days = [d for d in table["date"].astype(str) if sh.shadow_frame(root, d, h) is not None]
+    if not days:
+        return {"shadow_id": sid, "note": "no session with shadow signals"}
+    act = pd.concat([sh.active_frame(root, d, h) for d in days], ignore_index=True)
+    sha = pd.concat([sh.shadow_frame(root, d, h) for d in days], ignore_index=True)
+    out = {"shadow_id": sid,
+           **sh.compare(act, sha, sh.label_outcomes(bars, settings), settings)}
+    out["sessions"] = len(out["sessions"])  # the count; the dates are the sessions table's
+    return out
+
+
+def config_of(home: Paths, settings: AppSettings, baseline_id: str, with_intraday: bool
+              ) -> dict[str, Any]:
+    """What a backtest's result depends on besides the span (a resume needs the same)."""
+    from tasks.models.pipeline import config_hash
+    from tasks.models.registry import read_registry
+
+    return {"baseline_id": baseline_id, "shadow_id": read_registry(home).get("shadow"),
+            "settings": config_hash(settings),
+            "code": runs.code_fingerprint(), "with_intraday": with_intraday,
+            "store": (read_manifest(home.store) or {}).get("content_hash")}
+
+
+def trial_id(config: dict[str, Any]) -> str:
+    """One trial per configuration (baseline and settings), whatever the code version."""
+    key = json.dumps({k: config[k] for k in ("baseline_id", "shadow_id", "settings",
+                                             "with_intraday")},
+                     sort_keys=True)
+    return "cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def prepare_root(folder: Path, home: Paths, config: dict[str, Any], fresh: bool
+                 ) -> tuple[SandboxPaths, bool]:
+    """The walk's root: kept (a resume) when it was made with the same configuration."""
+    marker = folder / "config.json"
+    same = (not fresh and marker.is_file()
+            and json.loads(marker.read_text()) == config)
+    if not same:
+        shutil.rmtree(folder, ignore_errors=True)
+        atomic_write_json(marker, config)
+    return SandboxPaths(home.home, folder / "sandbox"), same
+
+
+def run_backtest(start: str, end: str, *, with_intraday: bool = True, fresh: bool = False,
+                 progress: Progress | None = None, say: Callable[[str], None] | None = None
+                 ) -> BacktestResult:
+    """Backtest the active baseline over [start, end]; see the module docstring."""
+    tick = time.perf_counter()
+    home = Paths.from_env()
+    settings = backtest_settings(load_settings())
+    days = replay_sessions(start, end, home.store, settings.data.calendar)
+    active, shadow = ds.load_models(home)
+    bid = active.baseline_id
+    check_span(home, bid, days[0])
+    folder = backtest_folder(home, days)
+    config = config_of(home, settings, bid, with_intraday)
+    root, resumed = prepare_root(folder, home, config, fresh)
+    if say:
+        say(("resuming" if resumed else "starting") + f" backtest under {folder}")
+    bars, hist = load_span(root, days, settings)
+    scores = fold_scores(home, bid, hist, session.scoring_start(hist, days[0], settings),
+                         days[-1], settings, say)
+    sid, shadow_note = shadow_of(home, shadow, days[0])
+    shadow_scores = (fold_scores(home, sid, hist, days[0], days[-1], settings, say)
+                     if sid else None)
+
+    def models(day: pd.Timestamp) -> tuple[Baseline, Baseline | None]:
+        return fold_baseline(home, bid, day), (fold_baseline(home, sid, day) if sid else None)
+
+    walk = Walk(home, root, settings, bars, hist, scores, shadow_scores, models,
+                live_policy=False, with_intraday=with_intraday, resume=resumed)
+    rows, _ = walk_sessions(walk, days, progress=progress)
+    table = pd.DataFrame(rows)
+    atomic_write(folder / "sessions.csv", lambda t: table.drop(
+        columns=["empty_book"], errors="ignore").to_csv(t, index=False, lineterminator="\n",
+                                                        float_format="%.6f"))
+    meta = {"start": days[0].date().isoformat(), "end": days[-1].date().isoformat(),
+            "baseline_id": bid, "universe": int(bars["symbol"].nunique()),
+            "survivorship_bias": bool(active.manifest.get("survivorship_bias")),
+            "out_of_sample": True, "with_intraday": with_intraday,
+            "reasoner": ", ".join(sorted({str(r.get("postmortem_by")) for r in rows
+                                          if r.get("postmortem_by")})) or "none",
+            "notes": [
+                "Every session is scored by the walk-forward fold model whose training ended "
+                "before it (the baseline itself after its training end).",
+                "Intraday bars are simulated from daily OHLC (seeded Brownian bridge); fills "
+                "follow the paper broker's fill model.",
+                "The benchmark is the equal-weight buy-and-hold of the same universe.",
+            ]}
+    if meta["survivorship_bias"] and settings.backtest.universe_caveat:
+        meta["notes"].append("Survivorship bias: the universe is today's index constituents "
+                             "applied to the past; both the strategy and the benchmark are "
+                             "overstated against a point-in-time universe.")
+    frames = collect(root, bars, days, meta)
+    summary = {**summary_figures(frames), **{k: meta[k] for k in (
+        "start", "end", "baseline_id", "universe", "survivorship_bias", "out_of_sample",
+        "with_intraday", "reasoner")}}
+    summary["sessions_walked"] = len(days)
+    summary["orders_total"] = int(table["orders"].sum()) if "orders" in table else 0
+    trials_root = home.reports / "backtest"
+    tid = trial_id(config)
+    if len(frames.daily):
+        record_trial(trials_root, tid, frames.daily["returns"],
+                     {"start": meta["start"], "end": meta["end"], "baseline_id": bid,
+                      "settings": config["settings"]})
+    summary["trial_id"] = tid
+    summary["shadow"] = shadow_comparison(root, settings, table, bars, sid, shadow_note)
+    gates = evaluate_gates(summary, frames.daily, frames.trades, load_trials(trials_root),
+                           settings)
+    gates.setdefault("baseline_id", bid)
+    write_gates(folder, gates)
+    atomic_write_json(folder / "summary.json", summary)
+    write_tearsheet(folder, frames, summary, gates)
+    return BacktestResult(meta["start"], meta["end"], len(days), resumed, folder, summary,
+                          gates, time.perf_counter() - tick)
+
+
+def headline_lines(summary: dict[str, Any]) -> list[str]:
+    """The headline figures next to the benchmark's, one line each."""
+    bench = summary.get("benchmark") or {}
+
+    def fmt(key: str, v: Any) -> str:
+        if v is None:
+            return "n/a"
+        return f"{v:.2%}" if key in ("cagr", "max_drawdown", "volatility") else f"{v:.2f}"
+
+    out = [f"{'':14}{'strategy':>12}{'benchmark':>12}"]
+    out += [f"{k:14}{fmt(k, summary.get(k)):>12}{fmt(k, bench.get(k)):>12}" for k in HEADLINE]
+    hit, avg_r = summary.get("hit_rate"), summary.get("avg_r")
+    out.append(f"trades {summary.get('trades', 0)}, hit rate "
+               f"{'n/a' if hit is None else f'{hit:.1%}'}, avg R "
+               f"{'n/a' if avg_r is None else f'{avg_r:.2f}'}, "
+               f"turnover {fmt('x', summary.get('turnover'))}/session, kill-switch days "
+               f"{summary.get('kill_switch_days', 0)}, escalations/session "
+               f"{fmt('x', summary.get('escalations_per_day'))}")
+    return out
+
+
+@flow(name="backtest", log_prints=False)
+def backtest(start: str, end: str, with_intraday: bool = True, fresh: bool = False
+             ) -> BacktestResult:
+    """Walk-forward backtest of the active baseline over [start, end] (see the module)."""
+    logger = get_run_logger()
+
+    def progress(i: int, n: int, msg: str) -> None:
+        logger.info("backtest %d/%d %s", i, n, msg)
+        if progress_hook is not None:
+            progress_hook(i, n, msg)
+
+    res = run_backtest(start, end, with_intraday=with_intraday, fresh=fresh, progress=progress,
+                       say=lambda m: logger.info("%s", m))
+    for line in headline_lines(res.summary):
+        logger.info("%s", line)
+    logger.info("gates %s -> %s", "PASSED" if res.gates.get("passed") else "FAILED",
+                res.folder / "gates.json")
+    return res
