@@ -34,10 +34,11 @@ START, END = "2017-01-03", "2017-02-28"
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
+def trained(tmp_path_factory):
+    """The store of the shared data and a small baseline trained on 2010-2016 (walk-forward
+    test blocks 2014, 2015, 2016: its fold models score those years out of sample)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.replay import replay
     from tasks.models.pipeline import run_training
     from tasks.models.registry import promote
 
@@ -54,10 +55,18 @@ def replayed(tmp_path_factory):
         if not res.promoted:  # the skill gate: the plan's mechanics are tested, not its skill
             promote(paths, res.baseline_id, "active", "2026-01-01T00:00:00+00:00", force=True,
                     by="tests", reason="replay mechanics on a small baseline")
-        first = replay(start=START, end=END)
-        plans = {row.date: Path(row.plan).read_bytes()
-                 for row in pd.read_csv(first.table_path).itertuples()}
-        second = replay(start=START, end=END, force=True)
+        yield paths, mp
+
+
+@pytest.fixture(scope="module")
+def replayed(trained):
+    from flows.replay import replay
+
+    paths, _ = trained
+    first = replay(start=START, end=END)
+    plans = {row.date: Path(row.plan).read_bytes()
+             for row in pd.read_csv(first.table_path).itertuples()}
+    second = replay(start=START, end=END, force=True)
     return paths, first, second, plans
 
 
@@ -100,3 +109,58 @@ def test_second_replay_writes_byte_identical_plans(replayed):
     assert second.sessions == len(plans)
     for row in pd.read_csv(second.table_path).itertuples():
         assert Path(row.plan).read_bytes() == plans[row.date], row.date
+
+
+BT_START, BT_END = "2015-01-02", "2016-12-30"
+
+
+@pytest.fixture(scope="module")
+def backtested(trained):
+    """Two years of real sessions through `hcp backtest` (fold models of 2015 and 2016)."""
+    import hashlib
+
+    from flows.backtest import run_backtest
+
+    paths, mp = trained
+    mp.setenv("HCP_LOCAL_BACKEND", "template")
+
+    def snap() -> dict[str, str]:
+        return {p.relative_to(paths.home).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(paths.home.rglob("*")) if p.is_file()
+                and not p.relative_to(paths.home).as_posix().startswith(("reports/backtest/",
+                                                                          "reports/replay/"))}
+    before = snap()
+    res = run_backtest(BT_START, BT_END)
+    return paths, res, before, snap()
+
+
+def test_two_years_backtest_keeps_every_invariant(backtested):
+    paths, res, before, after = backtested
+    assert after == before, "the backtest wrote into the live home"
+    root = res.folder / "sandbox"
+    table = pd.read_csv(res.folder / "sessions.csv")
+    assert len(table) == res.sessions >= 500
+    horizon_end = {}
+    for day in table["date"]:
+        health = json.loads((root / "reports" / "health" / f"daily_health_{day}.json")
+                            .read_text())
+        plan = pd.read_csv(root / "val" / "plans" / day / "trade_plan.csv")
+        assert_plan_sane(plan, health["net_liquidity"])   # clamps, stop < entry < take-profit
+        model = health["model"]["active"]
+        if model not in horizon_end:
+            manifest = json.loads((paths.models / model / "manifest.json").read_text())
+            horizon_end[model] = pd.Timestamp(manifest["training_span"]["end"])
+        assert horizon_end[model] < pd.Timestamp(day), (day, model)   # no look-ahead
+    assert len(horizon_end) == 2 and all("/folds/" in m for m in horizon_end)
+    summary = json.loads((res.folder / "summary.json").read_text())
+    gates = json.loads((res.folder / "gates.json").read_text())
+    assert (res.folder / "tearsheet.html").is_file()
+    # shown with -s: the figures the README quotes
+    bench = summary["benchmark"]
+    print(f"backtest {BT_START}..{BT_END}: {summary['sessions']} sessions, "
+          f"sharpe {summary['sharpe']}, cagr {summary['cagr']}, max dd {summary['max_drawdown']},"
+          f" hit rate {summary['hit_rate']}, trades {summary['trades']}; benchmark sharpe "
+          f"{bench['sharpe']}, cagr {bench['cagr']}, max dd {bench['max_drawdown']}; gates "
+          f"{'passed' if gates['passed'] else 'failed'}: "
+          f"{[g['name'] for g in gates['gates'] if not g['passed']]}; {res.seconds:.0f} s")
+    assert summary["sessions"] == res.sessions - 1
