@@ -25,6 +25,7 @@ previous session left; such a replay starts from an empty root and adds ``equity
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,19 @@ def execute_day(walk: Walk, day: pd.Timestamp) -> dict:
     return done
 
 
+def recorded_answers(home: Paths, root: Paths, day: str) -> None:
+    """A backtest of a session escalated live: the live answers, to be bounded again against
+    the backtest's own policy (:func:`tasks.escalation.service.recorded_path`)."""
+    from tasks.escalation.record import record_path
+    from tasks.escalation.service import recorded_path
+
+    live = record_path(home, day)
+    target = recorded_path(root, day)
+    if live.is_file() and not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(live, target)
+
+
 def decide_day(walk: Walk, day: pd.Timestamp, force: bool) -> dict:
     """Session D's decision in the walk's root (the daily run's decision, outputs and record)."""
     from tasks.alerts import health_alerts, missing_specs, raise_specs
@@ -231,6 +245,8 @@ def decide_day(walk: Walk, day: pd.Timestamp, force: bool) -> dict:
 
     root, settings, hist = walk.root, walk.settings, walk.hist
     d = day.date().isoformat()
+    if not walk.live_policy:
+        recorded_answers(walk.home, root, d)
     if not (hist.features["date"] == day).any():
         return {"date": d, "status": "NO_DATA", "orders": 0, "empty_book_step": "",
                 "cached": False}

@@ -160,3 +160,39 @@ def test_cli_prints_headline_and_refuses_a_span_without_a_fold(trained_copy, har
     text = res.output
     assert "strategy" in text and "benchmark" in text and "sharpe" in text
     assert "promotion gates:" in text and "tearsheet" in text
+
+
+def test_a_session_escalated_live_reuses_its_recorded_answer(trained_copy, monkeypatch):
+    """The backtest's escalations run the configured chain, except on a session the live home
+    escalated: its recorded answer is bounded again against the backtest's own policy, and no
+    backend is asked."""
+    from flows.backtest import run_backtest
+
+    home = trained_copy
+    monkeypatch.setenv("HCP_LOCAL_BACKEND", "template")
+    monkeypatch.setenv("HCP_ESCALATION__REGIME_VOL_Z", "0")   # the regime trigger fires daily
+    monkeypatch.setenv("HCP_ESCALATION__REGIME_CORR", "1")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    day = "2021-07-07"
+    answer = {"regime_label": "volatile",
+              "blend_weights_delta": {"short": 0.1, "mid": -0.05, "rl": 0.0},
+              "bucket_caps_delta": {"penny": -0.5, "fno": 0.0, "core": -0.02},
+              "do_not_trade_list": []}
+    live = home.reports / "escalations" / f"{day}.json"
+    live.parent.mkdir(parents=True)
+    live.write_text(json.dumps({"session": day, "calls": [
+        {"call_type": "REGIME_AUDITOR", "backend": "remote:gpt-5", "response": answer}]}))
+    before = live.read_bytes()
+    res = run_backtest("2021-07-06", "2021-07-08")
+    root = res.folder / "sandbox" / "reports" / "escalations"
+    calls = {d: json.loads((root / f"{d}.json").read_text())["calls"]
+             for d in ("2021-07-06", day, "2021-07-08")}
+    reused = calls[day][0]
+    assert reused["backend"] == "remote:gpt-5" and reused["status"] == "applied"
+    assert [a["backend"] for a in reused["attempts"]] == ["recorded:remote:gpt-5"]
+    assert reused["response"] == answer
+    for other in ("2021-07-06", "2021-07-08"):   # no live answer: the configured chain
+        tried = [a["backend"] for a in calls[other][0]["attempts"]]
+        assert tried[0].startswith("remote") and not any(t.startswith("recorded")
+                                                          for t in tried), tried
+    assert live.read_bytes() == before

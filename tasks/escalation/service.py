@@ -9,9 +9,11 @@ type reuses it: no request is sent and the policy is not touched again.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -32,6 +34,7 @@ from tasks.policy import (
     save_policy,
     store_version,
 )
+from tasks.reasoner.base import Attempt
 from tasks.reasoner.chain import answer_json, offline_alert
 from tasks.settings import AppSettings
 
@@ -94,9 +97,39 @@ def escalate(paths: Paths, settings: AppSettings, *, session: str, at: str, call
         return _outcome(session, entry, reused=False)
 
 
+def recorded_path(paths: Paths, session: str) -> Path:
+    """Answers recorded elsewhere for ``session`` (a backtest copies the live home's record
+    here): asked before any backend, so a session escalated live reuses its live answer."""
+    return paths.reports / "escalations" / "recorded" / f"{session}.json"
+
+
+def _recorded(paths: Paths, session: str, call_type: str
+              ) -> tuple[list, BaseModel | None, str | None] | None:
+    """The recorded answer of ``call_type`` for ``session`` (None when there is none): bounded
+    again against the policy in force here, with the backend that gave it live."""
+    path = recorded_path(paths, session)
+    if not path.is_file():
+        return None
+    stored = rec.stored_call(json.loads(path.read_text()), call_type)
+    if stored is None or stored.get("response") is None:
+        return None
+    parsed, why = parse_response(call_type, json.dumps(stored["response"]))
+    if parsed is None:
+        return None
+    backend = str(stored.get("backend") or "unknown")
+    attempt = Attempt(backend=f"recorded:{backend}", status="ok",
+                      detail=f"the answer recorded for {session} ({path.name})",
+                      validation="ok")
+    return [attempt], parsed, backend
+
+
 def _ask(paths: Paths, settings: AppSettings, session: str, at: str, call_type: str,
          messages: list[dict[str, str]]) -> tuple[list, BaseModel | None, str | None]:
-    """Remote first, then the local chain; alerts for every hand-over."""
+    """A recorded answer (a backtest of a session escalated live), else the remote first, then
+    the local chain; alerts for every hand-over."""
+    recorded = _recorded(paths, session, call_type)
+    if recorded is not None:
+        return recorded
     limit = settings.escalation.max_calls_per_session
     remote, parsed = ask_remote(paths, settings.remote, limit, session=session, at=at,
                                 call_type=call_type, messages=messages)
