@@ -94,6 +94,14 @@ def test_every_session_is_scored_out_of_sample_and_keeps_the_clamps(ran):
         manifest = json.loads((home.models / model_id / "manifest.json").read_text())
         assert pd.Timestamp(manifest["training_span"]["end"]) < pd.Timestamp(day), (day, model_id)
         assert (plan["model_id"] == model_id).all()
+    # every executed session went through the whole nightly run: outcomes and a post-mortem
+    # that names its reasoner
+    executed = table["date"].iloc[1:]
+    for day in executed:
+        assert (root / "reports" / "nightly" / f"{day}.json").is_file(), day
+        text = (root / "reports" / "postmortems" / f"{day}.md").read_text()
+        assert "template" in text, day
+    assert set(table["postmortem_by"].dropna()) == {"template"}
     assert models == {"b-demo/folds/" + p.name for p in (home.models / "b-demo" / "folds")
                       .iterdir() if p.name.startswith("2021")} | {"b-demo"}, models
 
