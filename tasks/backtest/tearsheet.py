@@ -97,7 +97,8 @@ def _save(fig: Figure, path: Path) -> Figure:
 def _pct_axis(ax: Any) -> None:
     from matplotlib.ticker import PercentFormatter
 
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    # decimals=None: as many as the tick spacing needs (no "1%, 1%, 2%" on a small range)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))
 
 
 def _equity_chart(daily: pd.DataFrame, path: Path) -> Figure:
