@@ -134,6 +134,7 @@ def backtested(trained):
     return paths, res, before, snap()
 
 
+@pytest.mark.timeout(2400)  # its fixture walks ~500 real sessions (about 6-12 min on 2 cores)
 def test_two_years_backtest_keeps_every_invariant(backtested):
     paths, res, before, after = backtested
     assert after == before, "the backtest wrote into the live home"
