@@ -204,3 +204,20 @@ def test_a_session_escalated_live_reuses_its_recorded_answer(trained_copy, monke
         assert tried[0].startswith("remote") and not any(t.startswith("recorded")
                                                           for t in tried), tried
     assert live.read_bytes() == before
+
+
+def test_decisions_only_say_there_is_no_pnl(trained_copy, monkeypatch):
+    """--no-with-intraday decides the sessions only: no P&L, so the return gates fail and say
+    why, and nothing breaks."""
+    from flows.backtest import run_backtest
+
+    monkeypatch.setenv("HCP_LOCAL_BACKEND", "template")
+    res = run_backtest("2021-07-06", "2021-07-09", with_intraday=False)
+    summary = json.loads((res.folder / "summary.json").read_text())
+    assert summary["sessions"] == 0 and summary["with_intraday"] is False
+    assert summary["sharpe"] is None and summary["benchmark"]["sharpe"] is None
+    gates = json.loads((res.folder / "gates.json").read_text())
+    assert gates["passed"] is False
+    assert all(not g["passed"] for g in gates["gates"] if g["name"] in ("sharpe", "psr"))
+    table = pd.read_csv(res.folder / "sessions.csv")
+    assert len(table) == 4 and (res.folder / "tearsheet.html").is_file()
