@@ -1,15 +1,16 @@
-"""Assemble one session's inputs from history frames, and evaluate a session end to end.
+"""Assemble one session's inputs from history frames, its preflight and its health.
 
-The daily flow computes the history frames for one session; the replay computes them once for
-a span and evaluates every session from them. Both go through :func:`session_inputs`,
-:func:`preflight` and the same decision and health functions, so a replayed session and a
-daily run decide alike. Point in time: features of D use bars <= D; the labels used for the
-realised-quality check are masked to those whose horizon ended on or before D.
+The daily flow computes the history frames for one session; the replay and the backtest
+compute them once for a span. All of them decide through
+:func:`tasks.decision.session.decide_session`, which uses :func:`session_inputs`,
+:func:`preflight` and :func:`assess` from here. Point in time: features of D use bars <= D;
+the labels used for the realised-quality check are masked to those whose horizon ended on or
+before D.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from tasks.features.panel import build_panel
 from tasks.health.checks import drift, health_report, preflight_errors, realised_quality
 from tasks.models.registry import Baseline
 from tasks.models.scoring import calibrate_scores, missing_calibrators, raw_scores, wide_scores
-from tasks.plan.build import Decision, SessionInputs, decide
+from tasks.plan.build import Decision, SessionInputs
 from tasks.policy import Policy
 from tasks.risk.clamps import Book, exposures
 from tasks.settings import AppSettings
@@ -84,14 +85,6 @@ def masked_recent(scores: pd.DataFrame, hist: History, as_of: pd.Timestamp,
     return recent
 
 
-@dataclass
-class SessionResult:
-    decision: Decision
-    health: dict[str, Any]
-    shadow: pd.DataFrame | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 def day_rows(frame: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return frame.loc[frame["date"] == as_of].reset_index(drop=True)
 
@@ -149,18 +142,6 @@ def assess(*, as_of: pd.Timestamp, decision: Decision, errors: list[str], today:
         empty_book=decision.info.get("empty_book"),
         extra={"plan_horizon": settings.fusion.plan_horizon, "market": market,
                "sizing": decision.info, **extra})
-
-
-def evaluate(inp: SessionInputs, recent: pd.DataFrame, drift_rows: pd.DataFrame,
-             baseline: Baseline, settings: AppSettings, extra: dict[str, Any]) -> SessionResult:
-    """Preflight, decide and assess one session (the replay's path)."""
-    errors = preflight(inp.features, inp.scores, baseline, settings)
-    decision = decide(inp, settings, health_stop=errors or None)
-    health = assess(as_of=inp.as_of, decision=decision, errors=errors, today=inp.features,
-                    recent=recent, drift_rows=drift_rows, baseline=baseline, settings=settings,
-                    extra=extra)
-    return SessionResult(decision, health)
-
 
 
 def _first(df: pd.DataFrame, col: str):
