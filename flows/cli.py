@@ -250,6 +250,8 @@ def run_nightly(
     out.print(f"nightly {summary['date']}: {summary['orders']} realised orders"
               + (f", hit rate {hit:.1%} vs expected {summary['expected_hit_rate']:.1%}"
                  if hit is not None else "") + f" -> {path}")
+    if summary.get("trust"):
+        out.print(escape(summary["trust"]["line"]))
     out.print(f"post-mortem {Path(path).parents[1] / 'postmortems' / (summary['date'] + '.md')}")
 
 
@@ -423,7 +425,17 @@ def _train(start: str | None, train_end: str | None, baseline: str | None):
 
     settings, paths = load_settings(), Paths.from_env()
     with step_bar("train") as progress:
-        res = run_training(paths, settings, _now(), start, train_end, baseline, progress=progress)
+        if settings.runtime.task_runner == "dask":
+            from flows import train as tf
+
+            tf.progress_hook = progress
+            try:
+                res = tf.run_distributed(settings, start, train_end, baseline)
+            finally:
+                tf.progress_hook = None
+        else:
+            res = run_training(paths, settings, _now(), start, train_end, baseline,
+                               progress=progress)
     cols = ["horizon", "n", "auc", "brier_skill", "ece", "ic_mean", "ic_t_nw", "icir",
             "lift_at_10"]
     out.print(res.overall[[c for c in cols if c in res.overall]].to_string(index=False))

@@ -159,14 +159,30 @@ class RegimeSettings(_Section):
 
 
 class RuntimeSettings(_Section):
-    n_threads: int = Field(2, ge=1, le=256, description="Threads any model or kernel may use.")
+    n_threads: int = Field(2, ge=1, le=256, description="Threads any model or kernel may use "
+                           "(on a Dask worker: per task; match the worker's threads).")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="Where `hcp train` fits its base models: threads = in this "
+        "process, one after the other; dask = as Prefect tasks on a Dask cluster (needs the "
+        "`dask` extra; docs/scale-out.md).")
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster (tcp://host:8786); none = a "
+        "LocalCluster on this machine, sized by dask_workers x dask_threads_per_worker.")
+    dask_workers: int | None = Field(
+        None, ge=1, le=4096, description="LocalCluster workers (none = CPUs / threads per worker).")
+    dask_threads_per_worker: int = Field(1, ge=1, le=256, description="LocalCluster threads per "
+                                         "worker (processes, so fits do not share the GIL).")
+    results_url: str | None = Field(
+        None, description="Where distributed tasks read their inputs and write their results: "
+        "any fsspec URL every worker can reach (s3://..., file:///shared/...); none = "
+        "<HCP_HOME>/models/.work (one machine).")
 
 
 class RandomForestSettings(_Section):
-    n_estimators: int = Field(120, ge=10, le=5000, description="Trees in the random forest.")
+    n_estimators: int = Field(40, ge=10, le=5000, description="Trees in the random forest.")
     max_depth: int = Field(8, ge=2, le=64, description="Maximum tree depth.")
-    min_samples_leaf: int = Field(200, ge=1, le=100000, description="Minimum samples per leaf.")
-    max_samples: float = Field(0.5, gt=0, le=1, description="Bootstrap share of rows per tree.")
+    min_samples_leaf: int = Field(100, ge=1, le=100000, description="Minimum samples per leaf.")
+    max_samples: float = Field(0.33, gt=0, le=1, description="Bootstrap share of rows per tree.")
 
 
 class XGBoostSettings(_Section):
@@ -176,13 +192,28 @@ class XGBoostSettings(_Section):
     subsample: float = Field(0.8, gt=0, le=1, description="Row share per round.")
     colsample_bytree: float = Field(0.8, gt=0, le=1, description="Feature share per tree.")
     min_child_weight: float = Field(50, ge=0, le=1e6, description="Minimum hessian per leaf.")
+    max_bin: int = Field(64, ge=8, le=1024, description="Histogram bins per feature (every "
+                         "XGBoost model: classifier, payoff head, ranker).")
 
 
 class CatBoostSettings(_Section):
-    iterations: int = Field(250, ge=10, le=10000, description="Boosting iterations.")
-    depth: int = Field(6, ge=1, le=12, description="Symmetric tree depth.")
-    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage per iteration.")
+    iterations: int = Field(150, ge=10, le=10000, description="Boosting iterations.")
+    depth: int = Field(5, ge=1, le=12, description="Symmetric tree depth.")
+    learning_rate: float = Field(0.08, gt=0, le=1, description="Shrinkage per iteration.")
     l2_leaf_reg: float = Field(3.0, ge=0, le=1000, description="L2 regularisation of leaves.")
+    border_count: int = Field(64, ge=8, le=1024, description="Histogram bins per feature.")
+
+
+class RankerSettings(_Section):
+    pair_method: Literal["mean", "topk"] = Field(
+        "mean", description="How XGBoost draws the pairs of a session: mean = pairs_per_sample "
+        "random partners per name across the whole list (the plan ranks the whole list); topk = "
+        "every pair with the top names only (XGBoost's default).")
+    pairs_per_sample: int = Field(1, ge=1, le=64, description="Pairs per name (mean) or the "
+                                  "top-k cut (topk).")
+    max_train_rows: int = Field(
+        120_000, ge=1000, le=50_000_000, description="Cap on the ranker's training rows (its "
+        "relative-return target is noisier than the barrier labels and gains from more rows).")
 
 
 class SkillSettings(_Section):
@@ -211,7 +242,9 @@ class ModelSettings(_Section):
         "would follow it (binds only where training data comes after a test block).")
     row_stride: int = Field(
         2, ge=1, le=20, description="Train on every N-th session (neighbouring labels overlap).")
-    max_train_rows: int = Field(120_000, ge=1000, le=50_000_000, description="Cap on training rows.")
+    max_train_rows: int = Field(
+        60_000, ge=1000, le=50_000_000, description="Cap on the training rows of the base "
+        "classifiers and the payoff head (a random sample of the strided rows).")
     min_calibration_rows: int = Field(
         300, ge=50, le=1_000_000, description="Fewest out-of-sample rows a regime needs for a calibrator.")
     isotonic_min_rows: int = Field(
@@ -230,6 +263,8 @@ class ModelSettings(_Section):
     rf: RandomForestSettings = Field(default_factory=RandomForestSettings, description="Random forest.")
     xgb: XGBoostSettings = Field(default_factory=XGBoostSettings, description="XGBoost.")
     cat: CatBoostSettings = Field(default_factory=CatBoostSettings, description="CatBoost.")
+    ranker: RankerSettings = Field(default_factory=RankerSettings,
+                                   description="The session ranking model (XGBoost rank:pairwise).")
     skill: SkillSettings = Field(
         default_factory=SkillSettings, description="Skill gate: thresholds of the verdict that "
         "decides automatic promotion and the live gate.")

@@ -158,7 +158,7 @@ def test_prefect_yaml_deploys_without_prompts(server):
     prefect(server, "work-pool", "create", "local", "--type", "process")
     out = prefect(server, "deploy", "--all", "--no-prompt")
     deps = server.deployments()
-    assert {"daily-premarket", "nightly", "replay", "backtest"} <= set(deps), out
+    assert {"daily-premarket", "nightly", "replay", "backtest", "train"} <= set(deps), out
 
     def crons(name: str) -> list[tuple[str, str, bool]]:
         return [(s["schedule"].get("cron"), s["schedule"].get("timezone"), s["active"])
@@ -166,8 +166,9 @@ def test_prefect_yaml_deploys_without_prompts(server):
 
     assert crons("daily-premarket") == [("30 7 * * 1-5", "America/New_York", True)]
     assert crons("nightly") == [("30 18 * * 1-5", "America/New_York", True)]
-    assert deps["replay"]["schedules"] == [] and deps["backtest"]["schedules"] == []
-    assert all(deps[n]["work_pool_name"] == "local" for n in ("daily-premarket", "nightly", "replay"))
+    assert all(deps[n]["schedules"] == [] for n in ("replay", "backtest", "train"))
+    assert all(deps[n]["work_pool_name"] == "local"
+               for n in ("daily-premarket", "nightly", "replay", "backtest", "train"))
     # the scheduler fills in the upcoming runs of both crons (none for replay)
     ids = {deps[n]["id"]: n for n in ("daily-premarket", "nightly", "replay")}
     deadline = time.monotonic() + 30

@@ -26,10 +26,12 @@ class MissingCalibrator(RuntimeError):
 
 
 class Platt:
-    """Logistic regression on the logit of the raw probability."""
+    """Logistic regression on the logit of the raw probability (Newton steps: two parameters
+    and many rows converge in a few iterations, where L-BFGS takes several more)."""
 
     def fit(self, p: np.ndarray, y: np.ndarray) -> Platt:
-        self.model_ = LogisticRegression(C=1e6, max_iter=1000).fit(logit(p)[:, None], y)
+        self.model_ = LogisticRegression(C=1e6, max_iter=1000, solver="newton-cholesky").fit(
+            logit(p)[:, None], y)
         return self
 
     def predict(self, p: np.ndarray) -> np.ndarray:

@@ -36,12 +36,26 @@ def make_base_models(cfg: ModelSettings, n_threads: int) -> dict[str, BaseEstima
         n_estimators=cfg.xgb.n_estimators, max_depth=cfg.xgb.max_depth,
         learning_rate=cfg.xgb.learning_rate, subsample=cfg.xgb.subsample,
         colsample_bytree=cfg.xgb.colsample_bytree, min_child_weight=cfg.xgb.min_child_weight,
-        tree_method="hist", n_jobs=n_threads, random_state=seed, eval_metric="logloss")
+        max_bin=cfg.xgb.max_bin, tree_method="hist", n_jobs=n_threads, random_state=seed,
+        eval_metric="logloss")
     cat = CatBoostClassifier(
         iterations=cfg.cat.iterations, depth=cfg.cat.depth, learning_rate=cfg.cat.learning_rate,
-        l2_leaf_reg=cfg.cat.l2_leaf_reg, thread_count=n_threads, random_seed=seed,
+        l2_leaf_reg=cfg.cat.l2_leaf_reg, border_count=cfg.cat.border_count,
+        thread_count=n_threads, random_seed=seed,
         verbose=False, allow_writing_files=False)
     return {"rf": rf, "xgb": xgb, "cat": cat}
+
+
+def fit_base_model(name: str, X: np.ndarray, y: np.ndarray, cfg: ModelSettings,
+                   n_threads: int) -> BaseEstimator:
+    """One base classifier (``rf``, ``xgb`` or ``cat``) fitted on (X, y); each is fitted on its
+    own, so the walk-forward can spread them over workers."""
+    y = np.asarray(y).astype(int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("training labels hold a single class; cannot fit a classifier")
+    model = make_base_models(cfg, n_threads)[name]
+    model.fit(StackedEnsemble._prep(name, X), y)
+    return model
 
 
 class StackedEnsemble(BaseEstimator, ClassifierMixin):
@@ -53,22 +67,24 @@ class StackedEnsemble(BaseEstimator, ClassifierMixin):
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> StackedEnsemble:
         """Fit the base models; the rf cannot take NaN, so it sees NaN as a sentinel value."""
-        y = np.asarray(y).astype(int)
-        if len(np.unique(y)) < 2:
-            raise ValueError("training labels hold a single class; cannot fit a classifier")
         cfg = self.settings or ModelSettings()
-        every = make_base_models(cfg, self.n_threads)
-        self.models_ = {name: every[name] for name in cfg.base_models}
-        for name, model in self.models_.items():
-            model.fit(self._prep(name, X), y)
+        return self.with_models({name: fit_base_model(name, X, y, cfg, self.n_threads)
+                                 for name in cfg.base_models})
+
+    def with_models(self, models: dict[str, BaseEstimator]) -> StackedEnsemble:
+        """Take base models fitted elsewhere (:func:`fit_base_model`), in ``base_models`` order;
+        the stacker is unfit."""
+        cfg = self.settings or ModelSettings()
+        self.models_ = {name: models[name] for name in cfg.base_models}
         self.classes_ = np.array([0, 1])
         self.stacker_: LogisticRegression | None = None
         return self
 
     @staticmethod
     def _prep(name: str, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype="float64")
-        return np.nan_to_num(X, nan=-999.0) if name == "rf" else X
+        if name != "rf":
+            return X
+        return np.nan_to_num(np.asarray(X, dtype="float64"), nan=-999.0)
 
     @property
     def base_names(self) -> list[str]:

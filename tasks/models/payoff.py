@@ -50,7 +50,8 @@ def _xgb_params(cfg: ModelSettings, n_threads: int) -> dict:
     return {"n_estimators": max(50, x.n_estimators // 2), "max_depth": min(x.max_depth, 4),
             "learning_rate": x.learning_rate * 2, "subsample": x.subsample,
             "colsample_bytree": x.colsample_bytree, "min_child_weight": max(100, x.min_child_weight),
-            "tree_method": "hist", "n_jobs": n_threads, "random_state": cfg.random_state}
+            "max_bin": x.max_bin, "tree_method": "hist", "n_jobs": n_threads,
+            "random_state": cfg.random_state}
 
 
 @dataclass

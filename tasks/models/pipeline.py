@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,17 @@ from tasks.models.metrics import metrics_table
 from tasks.models.registry import backtest_gate_refusal, promote, read_registry, save_baseline
 from tasks.models.reports import card_metrics, write_model_card, write_validation_report
 from tasks.models.skill import SKILLED, headline, skill_record
-from tasks.models.train import FoldModel, HorizonModel, fit_final, training_frame, walk_forward
+from tasks.models.train import (
+    FitJob,
+    FoldModel,
+    HorizonModel,
+    assemble,
+    fit_final,
+    fit_jobs,
+    fit_parts,
+    training_frame,
+    walk_forward,
+)
 from tasks.models.walkforward import make_folds
 from tasks.paths import Paths
 from tasks.progress import StepCallback, Steps
@@ -102,13 +113,23 @@ def _manifest(bid: str, settings: AppSettings, span: tuple, store_meta: dict, no
     }
 
 
+# fits every job (anywhere: a Dask cluster, other processes) and hands back the fitted parts;
+# its last argument is called with a message as each fit completes (progress)
+FitMany = Callable[[pd.DataFrame, pd.DatetimeIndex, list[FitJob], Callable[[str], None]],
+                   Mapping[FitJob, object]]
+
+
 def run_training(paths: Paths, settings: AppSettings, now: str, start: str | None = None,
                  train_end: str | None = None, baseline_id: str | None = None,
-                 progress: StepCallback | None = None) -> TrainResult:
+                 progress: StepCallback | None = None,
+                 fit_many: FitMany | None = None) -> TrainResult:
     """Train on the store's bars in [start, train_end]; nothing after train_end is read.
 
     ``progress`` gets ``(message, done, total)`` per step (folds of every horizon, final
     models, the fold models saved, reports); the total is known once the features are built.
+    ``fit_many``: the base fits of every fold and horizon (:func:`fit_jobs`) are handed to it at
+    once and the walk-forward then only stacks, calibrates and predicts, in fold order; without
+    it each fold's parts are fitted in process as the walk reaches it. Both give the same models.
     """
     first, last = _span(start, train_end, paths.store)
     bars = load_bars(paths.store, start=first, end=last)
@@ -119,20 +140,35 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
     say("features and labels")
     frame = training_frame(bars, load_constituents(paths.store), settings)
     sess = calendar_sessions(settings.data.calendar, bars["date"].min(), bars["date"].max())
-    say.total = 3 + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
+    say.total = 3 + (fit_many is not None) + sum(len(make_folds(sess, settings.models, h, frame["date"].min(),
                                        frame["date"].max())) + 1
                         for h in settings.labels.horizons.values())
     cuts = fit_vol_regime_cuts(frame, settings.regimes, end=last)
+    fitted = None
+    if fit_many is not None:
+        jobs = fit_jobs(frame, sess, settings)
+        say.total += len(jobs)
+        say(f"{len(jobs)} base fits handed out")
+        done = fit_many(frame, sess, jobs, say)
+        missing = [j for j in jobs if j not in done]
+        if missing:
+            raise RuntimeError(f"{len(missing)} of {len(jobs)} base fits came back missing, "
+                               f"e.g. {missing[0]}")
+
+        def fitted(name: str, block: str):
+            return assemble({p: done[FitJob(name, block, p)] for p in fit_parts(settings)},
+                            settings)
     oos_parts, models, folds = [], {}, {}
     kept: dict[str, list[FoldModel]] = {}
     for name in settings.labels.horizons:
         kept[name] = []
-        oos, fold_list = walk_forward(frame, sess, settings, name, say, keep=kept[name])
+        oos, fold_list = walk_forward(frame, sess, settings, name, say, keep=kept[name],
+                                      fitted=fitted)
         if oos.empty:
             raise ValueError(f"no walk-forward fold fits in {first.date()}..{last.date()}: "
                              f"need {settings.models.min_train_years} years before a test year")
         say(f"{name}: final model")
-        models[name] = fit_final(frame, sess, oos, settings, name, cuts)
+        models[name] = fit_final(frame, sess, oos, settings, name, cuts, fitted=fitted)
         oos_parts.append(oos)
         folds[name] = [f.to_dict() for f in fold_list]
     oos = pd.concat(oos_parts, ignore_index=True)

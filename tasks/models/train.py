@@ -13,7 +13,7 @@ again with its own regime cut points, it gives that block's out-of-sample predic
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from tasks.features.labels import barrier_pnl, build_labels
 from tasks.features.regimes import VolRegimeCuts, assign_vol_regime, fit_vol_regime_cuts
 from tasks.models.barrier import barrier_expectancy
 from tasks.models.calibration import RegimeCalibrator, apply_calibrators, fit_regime_calibrators
-from tasks.models.ensemble import StackedEnsemble
+from tasks.models.ensemble import StackedEnsemble, fit_base_model
 from tasks.models.payoff import (
     PayoffHead,
     calibrated_dispersion,
@@ -71,41 +71,142 @@ def training_frame(bars: pd.DataFrame, constituents: pd.DataFrame | None,
     return frame
 
 
-def _sample(rows: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings) -> pd.DataFrame:
+def _sample(frame: pd.DataFrame, keep: np.ndarray, sessions: pd.DatetimeIndex,
+            settings: AppSettings, cap: int | None = None) -> pd.DataFrame:
+    """The rows of ``frame`` where ``keep`` holds on every ``row_stride``-th session, then a
+    seeded random sample of at most ``cap`` of them (default ``models.max_train_rows``), in
+    frame order. Only the sampled rows are copied."""
     cfg = settings.models
-    pos = sessions.get_indexer(pd.DatetimeIndex(rows["date"]))
-    rows = rows.loc[pos % cfg.row_stride == 0]
-    if len(rows) > cfg.max_train_rows:
-        rows = rows.sample(cfg.max_train_rows, random_state=cfg.random_state).sort_index()
-    return rows
+    cap = cfg.max_train_rows if cap is None else cap
+    idx = np.flatnonzero(keep)
+    pos = sessions.get_indexer(pd.DatetimeIndex(frame["date"].to_numpy()[idx]))
+    idx = idx[pos % cfg.row_stride == 0]
+    if len(idx) > cap:
+        pick = np.random.RandomState(cfg.random_state).choice(len(idx), cap, replace=False)
+        idx = idx[np.sort(pick)]
+    return frame.iloc[idx]
+
+
+FINAL = "final"   # the block name of the final (deployable) model's fits
+
+
+@dataclass(frozen=True)
+class FitJob:
+    """One base fit of the walk-forward: one ``part`` of horizon ``horizon``'s model for the
+    test block ``block`` (a fold name, or :data:`FINAL`). The fits of all blocks are
+    independent of each other; only the stacker, the calibrators and the prediction need the
+    earlier folds' out-of-sample rows, so the fits can run anywhere, in any order."""
+
+    horizon: str
+    block: str
+    part: str
+
+
+def fit_parts(settings: AppSettings) -> list[str]:
+    """The parts of one horizon's model that are fitted on training rows: the base
+    classifiers, the payoff head and the ranker."""
+    return [*settings.models.base_models, "payoff", "ranker"]
+
+
+def train_mask(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings,
+               name: str, fold: Fold | None) -> np.ndarray:
+    """The rows horizon ``name`` may train on for ``fold`` (purged, embargoed, from its
+    training start); every row for the final model (labels past the end are NaN)."""
+    if fold is None:
+        return np.ones(len(frame), dtype=bool)
+    mask = purged_train_mask(frame["date"], sessions, fold.test_start, fold.test_end,
+                             settings.labels.horizons[name], settings.models.embargo_sessions)
+    return mask & (frame["date"] >= fold.train_start).to_numpy()
+
+
+def horizon_folds(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings,
+                  name: str) -> list[Fold]:
+    """The walk-forward folds of horizon ``name`` on ``frame``."""
+    return make_folds(sessions, settings.models, settings.labels.horizons[name],
+                      frame["date"].min(), frame["date"].max())
+
+
+def fit_jobs(frame: pd.DataFrame, sessions: pd.DatetimeIndex,
+             settings: AppSettings) -> list[FitJob]:
+    """Every base fit of a training run: each horizon's folds and final model, each part."""
+    return [FitJob(name, block, part)
+            for name in settings.labels.horizons
+            for block in [f.name for f in horizon_folds(frame, sessions, settings, name)] + [FINAL]
+            for part in fit_parts(settings)]
+
+
+def run_fit_job(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings,
+                job: FitJob) -> object:
+    """The fitted part of ``job`` (the same fit :func:`walk_forward` makes in process)."""
+    fold = None
+    if job.block != FINAL:
+        by_name = {f.name: f for f in horizon_folds(frame, sessions, settings, job.horizon)}
+        if job.block not in by_name:
+            raise ValueError(f"no fold {job.block} for horizon {job.horizon} on this frame")
+        fold = by_name[job.block]
+    mask = train_mask(frame, sessions, settings, job.horizon, fold)
+    return fit_part(frame, mask, job.horizon, sessions, settings, job.part)
+
+
+def fit_part(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.DatetimeIndex,
+             settings: AppSettings, part: str) -> object:
+    """One part fitted on the training rows under ``mask``: a base classifier or the payoff
+    head on one sample (``models.max_train_rows``), the ranker on its own, larger sample
+    (``models.ranker.max_train_rows``)."""
+    label = f"label_{name}"
+    keep = mask & frame[label].notna().to_numpy()
+    cols = feature_columns(settings)
+    threads = settings.runtime.n_threads
+    if part == "ranker":
+        wide = _sample(frame, keep, sessions, settings, cap=settings.models.ranker.max_train_rows)
+        return RankModel().fit(wide[cols].to_numpy(dtype="float32", na_value=np.nan),
+                               wide[f"fwd_return_{name}"].to_numpy(dtype="float64"),
+                               wide["date"].to_numpy(), settings.models, threads)
+    rows = _sample(frame, keep, sessions, settings)
+    X = rows[cols].to_numpy(dtype="float32", na_value=np.nan)
+    if part == "payoff":
+        return PayoffHead().fit(X, rows[f"outcome_{name}"].to_numpy(),
+                                rows[f"rel_timeout_{name}"].to_numpy(dtype="float64"),
+                                settings.models, threads)
+    return fit_base_model(part, X, rows[label].to_numpy(), settings.models, threads)
+
+
+def assemble(parts: Mapping[str, object],
+             settings: AppSettings) -> tuple[StackedEnsemble, PayoffHead, RankModel]:
+    """The ensemble (stacker unfit), payoff head and ranker from fitted parts."""
+    model = StackedEnsemble(settings.models, settings.runtime.n_threads).with_models(
+        {n: parts[n] for n in settings.models.base_models})
+    return model, parts["payoff"], parts["ranker"]
 
 
 def _fit_base(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.DatetimeIndex,
               settings: AppSettings) -> tuple[StackedEnsemble, PayoffHead, RankModel]:
-    """The ensemble (P(win)), the payoff head and the ranker, on the same sampled rows."""
-    label = f"label_{name}"
-    rows = _sample(frame.loc[mask & frame[label].notna().to_numpy()], sessions, settings)
-    X = rows[feature_columns(settings)].to_numpy(dtype="float64", na_value=np.nan)
-    model = StackedEnsemble(settings.models, settings.runtime.n_threads)
-    model.fit(X, rows[label].to_numpy())
-    head = PayoffHead().fit(X, rows[f"outcome_{name}"].to_numpy(),
-                            rows[f"rel_timeout_{name}"].to_numpy(dtype="float64"),
-                            settings.models, settings.runtime.n_threads)
-    ranker = RankModel().fit(X, rows[f"fwd_return_{name}"].to_numpy(dtype="float64"),
-                             rows["date"].to_numpy(), settings.models, settings.runtime.n_threads)
-    return model, head, ranker
+    """Every part of one horizon's model, fitted here, one after the other."""
+    return assemble({p: fit_part(frame, mask, name, sessions, settings, p)
+                     for p in fit_parts(settings)}, settings)
+
+
+# looks up the parts fitted elsewhere: (horizon, block) -> (ensemble, payoff head, ranker)
+Fitted = Callable[[str, str], tuple[StackedEnsemble, PayoffHead, RankModel]]
+
+
+def _vol_lookup(frame: pd.DataFrame, feature: str) -> pd.Series:
+    """The regime feature of every (symbol, date) of the frame (built once per walk)."""
+    return frame.set_index(["symbol", "date"])[feature]
 
 
 def _prior(oos: list[pd.DataFrame], sessions: pd.DatetimeIndex, before: pd.Timestamp,
-           h: int, cuts: VolRegimeCuts, frame: pd.DataFrame, lookback: int) -> pd.DataFrame:
-    """Recent earlier out-of-sample rows whose labels end before ``before``, regimes re-cut."""
-    if not oos:
+           h: int, cuts: VolRegimeCuts, vol: pd.Series, lookback: int) -> pd.DataFrame:
+    """Recent earlier out-of-sample rows whose labels end before ``before``, regimes re-cut
+    (``vol``: :func:`_vol_lookup` of the training frame)."""
+    since = before - pd.DateOffset(years=lookback)
+    parts = [p for p in oos if len(p) and p["date"].max() >= since]
+    if not parts:
         return pd.DataFrame()
-    prior = pd.concat(oos, ignore_index=True)
+    prior = pd.concat(parts, ignore_index=True)
     keep = purged_train_mask(prior["date"], sessions, before, before, h, 0)
-    recent = (prior["date"] >= before - pd.DateOffset(years=lookback)).to_numpy()
+    recent = (prior["date"] >= since).to_numpy()
     prior = prior.loc[keep & recent & prior["label"].notna().to_numpy()].copy()
-    vol = frame.set_index(["symbol", "date"])[cuts.feature]
     prior[cuts.feature] = vol.reindex(pd.MultiIndex.from_frame(prior[["symbol", "date"]])).to_numpy()
     prior["vol_regime"] = assign_vol_regime(prior, cuts).astype("object").to_numpy()
     return prior
@@ -164,21 +265,26 @@ def _predict_block(model: StackedEnsemble, head: PayoffHead, ranker: RankModel, 
 
 def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSettings,
                  name: str, progress: Progress | None = None,
-                 keep: list[FoldModel] | None = None) -> tuple[pd.DataFrame, list[Fold]]:
+                 keep: list[FoldModel] | None = None,
+                 fitted: Fitted | None = None) -> tuple[pd.DataFrame, list[Fold]]:
     """Out-of-sample predictions of horizon ``name`` over every fold; with ``keep``, each
-    fold's fitted model and cut points are appended to it (nothing is refit afterwards)."""
+    fold's fitted model and cut points are appended to it (nothing is refit afterwards).
+    ``fitted`` hands over parts fitted elsewhere (:class:`FitJob`); without it each fold's
+    parts are fitted here."""
     h = settings.labels.horizons[name]
-    folds = make_folds(sessions, settings.models, h, frame["date"].min(), frame["date"].max())
+    folds = horizon_folds(frame, sessions, settings, name)
     oos: list[pd.DataFrame] = []
+    vol = _vol_lookup(frame, settings.regimes.vol_feature)
     for i, fold in enumerate(folds):
         if progress:
             progress(f"{name}: fold {i + 1}/{len(folds)} test {fold.name}")
         cuts = fit_vol_regime_cuts(frame, settings.regimes, end=fold.train_end)
-        mask = purged_train_mask(frame["date"], sessions, fold.test_start, fold.test_end, h,
-                                 settings.models.embargo_sessions)
-        mask &= (frame["date"] >= fold.train_start).to_numpy()
-        model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
-        prior = _prior(oos, sessions, fold.test_start, h, cuts, frame,
+        if fitted is None:
+            mask = train_mask(frame, sessions, settings, name, fold)
+            model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
+        else:
+            model, head, ranker = fitted(name, fold.name)
+        prior = _prior(oos, sessions, fold.test_start, h, cuts, vol,
                        settings.models.calibration_lookback_years)
         cals = _fit_stack_and_calibrate(model, head, prior, settings, h)
         test = frame.loc[(frame["date"] >= fold.test_start) & (frame["date"] <= fold.test_end)]
@@ -190,13 +296,17 @@ def walk_forward(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppS
 
 
 def fit_final(frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame,
-              settings: AppSettings, name: str, cuts: VolRegimeCuts) -> HorizonModel:
+              settings: AppSettings, name: str, cuts: VolRegimeCuts,
+              fitted: Fitted | None = None) -> HorizonModel:
     """The deployable model: base models on all rows, stacker/calibrators on recent OOS rows."""
     h = settings.labels.horizons[name]
-    mask = np.ones(len(frame), dtype=bool)  # labels near the end are NaN: purged by construction
-    model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
+    if fitted is None:
+        mask = train_mask(frame, sessions, settings, name, None)
+        model, head, ranker = _fit_base(frame, mask, name, sessions, settings)
+    else:
+        model, head, ranker = fitted(name, FINAL)
     after_last = sessions[-1] + pd.Timedelta(days=1)
-    prior = (_prior([oos], sessions, after_last, h, cuts, frame,
+    prior = (_prior([oos], sessions, after_last, h, cuts, _vol_lookup(frame, cuts.feature),
                     settings.models.calibration_lookback_years) if len(oos) else pd.DataFrame())
     cals = _fit_stack_and_calibrate(model, head, prior, settings, h)
     return HorizonModel(name, h, model, cals, head, ranker)
