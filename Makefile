@@ -34,7 +34,7 @@ $(LLM_STAMP): $(STAMP) Makefile
 	  echo "building llama-cpp-python $(LLAMA_VERSION) portable (once; ~12 min on 2 cores)"; \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir -c constraints.txt \
 	    -w $(LLAMA_WHEELS) "llama-cpp-python==$(LLAMA_VERSION)"; }
-	$(PIP) install -q -c constraints.txt --find-links $(LLAMA_WHEELS) -e ".[test,llm-test]"
+	$(PIP) install -q -c constraints.txt --find-links $(LLAMA_WHEELS) -e ".[test,llm-test,dask]"
 	$(PIP) install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
 	@touch $@
 
