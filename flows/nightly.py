@@ -7,6 +7,10 @@ implementation with the labels: :func:`tasks.features.labels.classify_touches`).
 compared as ratios to the entry on adjusted bars, so a split in between does not fake a hit.
 The result, ``reports/nightly/<D>.json``, holds per-plan and overall hit rates next to the
 mean calibrated P(win) the plans expected: the realised record the escalation checks read.
+After the outcomes, the trust step (:func:`tasks.plan.trust.nightly_update`) credits the
+episodes closed by D to the blend's sources, updates their posteriors and, when the night's
+Thompson draw moves a blend weight by ``trust.min_change`` or more, writes a new policy version
+for D's plan; the summary says what it did under ``trust``.
 Then the session's post-mortem is written: ``reports/postmortems/<D>.md`` and ``.html``.
 """
 
@@ -93,11 +97,24 @@ def outcomes_task(paths: Paths, day: pd.Timestamp, bars: pd.DataFrame, settings:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def write_summary(paths: Paths, day: pd.Timestamp, out: pd.DataFrame, settings: AppSettings
-                  ) -> Path:
-    """``reports/nightly/<D>.json``: hit rates against the plans' expectation, and the detail."""
+@task(cache_policy=NO_CACHE)
+def trust_task(paths: Paths, settings: AppSettings, day: pd.Timestamp) -> dict[str, Any]:
+    """Credit the episodes closed by ``day`` to the blend's sources and re-weigh the blend."""
+    from tasks.plan.trust import nightly_update
+    from tasks.state import load_episodes
+
+    episodes, _info = load_episodes(paths)
+    return nightly_update(paths, settings, day.date().isoformat(), episodes)
+
+
+def write_summary(paths: Paths, day: pd.Timestamp, out: pd.DataFrame, settings: AppSettings,
+                  trust: dict[str, Any] | None = None) -> Path:
+    """``reports/nightly/<D>.json``: hit rates against the plans' expectation, and the detail
+    (with ``trust``: what the trust step did)."""
     summary: dict[str, Any] = {"date": day.date().isoformat(), "orders": int(len(out)),
                                "plan_horizon": settings.fusion.plan_horizon}
+    if trust is not None:
+        summary["trust"] = trust
     if len(out):
         summary.update(
             # orders whose outcome is unknown (both barriers in one session, same_bar: drop)
@@ -128,7 +145,9 @@ def nightly(date: str = "today", lookback_sessions: int = 60) -> Path:
     start = day - pd.Timedelta(days=int((lookback_sessions + 40) * 1.6))
     bars = load_task(paths, start, day)
     out = outcomes_task(paths, day, bars, settings, lookback_sessions)
-    path = write_summary(paths, day, out, settings)
+    trust = trust_task(paths, settings, day)
+    logger.info("%s", trust["line"])
+    path = write_summary(paths, day, out, settings, trust)
     logger.info("nightly %s: %d realised orders -> %s", day.date(), len(out), path)
     pm = postmortem_task(paths, settings, day.date().isoformat())
     logger.info("post-mortem %s (narrative by %s) -> %s", day.date(), pm["narrative_by"], pm["md"])

@@ -126,10 +126,13 @@ def nightly_session(date: str, paths: Paths, settings: AppSettings,
         day = previous_session(settings.data.calendar, now)
         require_in_store(day, paths)
         state_files(paths, settings, DAILY_STATE, day)
-        return day
-    if date not in (None, "", "latest"):
-        parse_day(date, "date", "YYYY-MM-DD, today or latest")
-    return daily_session(date, paths, settings, today)
+    else:
+        if date not in (None, "", "latest"):
+            parse_day(date, "date", "YYYY-MM-DD, today or latest")
+        day = daily_session(date, paths, settings, today)
+    if settings.trust.enabled:
+        state_files(paths, settings, NIGHTLY_STATE, day)
+    return day
 
 
 def intraday_session(date: str, paths: Paths, settings: AppSettings,
@@ -226,6 +229,7 @@ def backtest_model(paths: Paths, first: pd.Timestamp) -> str:
 #: The state files each command's flow reads (names of :mod:`tasks.statespecs`' table).
 DAILY_STATE = ["policy", "budget", "escalation-record"]
 MODEL_STATE = ["registry", "model"]
+NIGHTLY_STATE = ["trust"]      # besides DAILY_STATE: the nightly run updates the trust state
 INTRADAY_STATE = ["quarantine", "operator", "policy", "registry", "model", "budget",
                   "escalation-record"]
 STATUS_STATE = None  # every file of the table

@@ -1,7 +1,8 @@
 """The trading policy in force: blend weights, gates, caps, do-not-trade list, reward mix, toggles.
 
 The first version comes from ``policy:`` in ``config/app.yaml``. Later versions (written by
-bounded escalation deltas) live under ``data/state/policy/``; ``current.json`` names the
+bounded escalation deltas and by the nightly trust update of the blend weights,
+:mod:`tasks.plan.trust`) live under ``data/state/policy/``; ``current.json`` names the
 version in force. A version id is ``pol-`` plus the first 12 hex digits of the sha256 of the
 policy's canonical JSON, so the same policy always has the same id and every plan and trade
 is stamped with it. ``history.jsonl`` records every change of the version in force (a new

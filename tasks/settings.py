@@ -37,6 +37,7 @@ from tasks.config.trading import (
     PolicyDefaults,
     RiskSettings,
 )
+from tasks.config.trust import TrustSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config" / "app.yaml"
@@ -59,7 +60,7 @@ NAMED_ENV = (
 #: Sections the file in force must hold (those of the shipped config/app.yaml): a file without
 #: one of them - cut short, or a partial copy - would run that section on code defaults.
 REQUIRED_SECTIONS = ("data", "features", "labels", "regimes", "models", "runtime", "execution",
-                     "escalation", "remote", "reasoner", "operator")
+                     "escalation", "trust", "remote", "reasoner", "operator")
 
 
 class ConfigError(ValueError):
@@ -299,6 +300,7 @@ class AppSettings(BaseSettings):
     gates: GateSettings = Field(default_factory=GateSettings, description="Promotion gates.")
     shadow: ShadowSettings = Field(default_factory=ShadowSettings,
                                    description="Shadow comparison and rollback guard.")
+    trust: TrustSettings = Field(default_factory=TrustSettings, description="Trust in the blend's sources.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:

@@ -277,6 +277,22 @@ def guard_repair(paths: Paths, settings: AppSettings, request: RepairRequest) ->
     return rb.rebuild_guard_state(paths, settings, at=request.at)
 
 
+# --- trust in the blend's sources (tasks.plan.trust; light: pydantic, numpy, pandas) ----------
+
+def trust_probe(paths: Paths, settings: AppSettings, session: str | None) -> list[FileState]:
+    from tasks.plan import trust as tru
+
+    return [probe("trust", tru.trust_path(paths), lambda: tru.read_state(paths),
+                  "written by the nightly run once it counts a closed episode")]
+
+
+def trust_repair(paths: Paths, settings: AppSettings, request: RepairRequest) -> str:
+    from tasks.plan import trust as tru
+
+    _refuse_intact(trust_probe(paths, settings, None), request, "the trust state")
+    return tru.repair_state(paths, request.at)
+
+
 register_state_spec(StateSpec(
     "budget", "remote LLM calls spent per session (data/state/llm_budget/<D>.json)",
     budget_probe, budget_repair, "--session D [--safe: count it spent]"))
@@ -301,6 +317,9 @@ register_state_spec(StateSpec(
 register_state_spec(StateSpec(
     "rollback-guard", "model rollback cooldown (models/registry/rollback_guard.json)",
     guard_probe, guard_repair, "[--safe]"))
+register_state_spec(StateSpec(
+    "trust", "posteriors of the blend's sources and the counted episodes (data/state/trust.json)",
+    trust_probe, trust_repair, "[--safe: move an intact file aside too]"))
 
 # --- the book, the kill switch and the session records (tasks.execution.ledger) --------------
 
