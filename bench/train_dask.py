@@ -71,6 +71,30 @@ def _timed_parts(times: dict) -> mock._patch:
     return mock.patch.object(train, "fit_part", run)
 
 
+def _phases(t0: float, steps: list[tuple[float, str]], t_end: float) -> list[tuple[str, float]]:
+    """Seconds of each phase of ``run_training`` from its progress messages: the training
+    frame, the walk-forward (every fold and final model of every horizon), the fold models
+    with their point-in-time manifests, and the metrics and reports."""
+    marks = [(t, m) for t, m in steps]
+    out: dict[str, float] = defaultdict(float)
+    for i, (t, msg) in enumerate(marks):
+        nxt = marks[i + 1][0] if i + 1 < len(marks) else t_end
+        if msg.startswith("features"):
+            key = "bars, features and labels (the frame)"
+        elif ": fold " in msg or msg.endswith("final model"):
+            key = "walk-forward: folds and final models"
+        elif msg.startswith("fold models"):
+            key = "fold models and their point-in-time manifests"
+        elif msg.startswith(("metrics", "presumed")):
+            key = "metrics, skill, validation report, model card"
+        else:
+            key = "other"
+        out[key] += nxt - t
+    first = marks[0][0] if marks else t_end
+    out["bars, features and labels (the frame)"] += first - t0
+    return list(out.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -81,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo", action="store_true")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--skip-dask", action="store_true", help="the in-process run only")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads per fit in process (default runtime.n_threads)")
     args = ap.parse_args(argv)
@@ -109,13 +134,20 @@ def main(argv: list[str] | None = None) -> int:
               f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}", flush=True)
 
         times: dict = defaultdict(list)
+        steps: list[tuple[float, str]] = []
         seq_settings = load_settings(runtime={"n_threads": threads})
         t0 = time.perf_counter()
         with _timed_parts(times):
-            seq = pipeline.run_training(paths, seq_settings, NOW, baseline_id="in-process")
+            seq = pipeline.run_training(
+                paths, seq_settings, NOW, baseline_id="in-process",
+                progress=lambda msg, done, total: steps.append((time.perf_counter(), msg)))
         t_seq = time.perf_counter() - t0
         print(f"\n1. in process ({threads} threads a fit): {t_seq:.1f} s "
               f"({t_seq / 60:.2f} min)", flush=True)
+        for name, secs in _phases(t0, steps, time.perf_counter()):
+            print(f"   {name:<48}{secs:8.1f} s")
+        if args.skip_dask:
+            return 0
 
         os.environ.update({"HCP_RUNTIME__TASK_RUNNER": "dask", "HCP_RUNTIME__N_THREADS": "1",
                            "HCP_RUNTIME__DASK_WORKERS": str(args.workers),

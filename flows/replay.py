@@ -203,10 +203,13 @@ def finished_day(walk: Walk, day: pd.Timestamp, executed: bool) -> tuple[dict, d
 
 def execute_day(walk: Walk, day: pd.Timestamp) -> dict:
     """intraday(D) on the plan of the session before, then the nightly of D (outcomes of the
-    plans whose horizon ended, and the post-mortem naming its reasoner), all in the root."""
+    plans whose horizon ended, the trust step, and the post-mortem naming its reasoner), all
+    in the root."""
     from flows.nightly import outcomes_task, write_summary
     from tasks.execution.runner import run_session
+    from tasks.plan.trust import nightly_update
     from tasks.reports.postmortem import write_postmortem
+    from tasks.state import load_episodes
 
     root, settings, bars, hist = walk.root, walk.settings, walk.bars, walk.hist
     d = day.date().isoformat()
@@ -215,7 +218,10 @@ def execute_day(walk: Walk, day: pd.Timestamp) -> dict:
     h = settings.labels.horizons[settings.fusion.plan_horizon]
     pos = hist.sessions.searchsorted(day)
     window = bars.loc[(bars["date"] >= hist.sessions[max(0, pos - h - 1)]) & (bars["date"] <= day)]
-    write_summary(root, day, outcomes_task.fn(root, day, window, settings, 0), settings)
+    out = outcomes_task.fn(root, day, window, settings, 0)
+    # the trust step as live: the walk's own closed episodes re-weigh the walk's own policy
+    trust = nightly_update(root, settings, d, load_episodes(root)[0])
+    write_summary(root, day, out, settings, trust)
     pm = write_postmortem(root, settings, d)
     s = res.summary
     done = dict(zip(DONE_KEYS, (s["day_pnl_pct"], s["end_net_liquidity"], s["kill_switch"],

@@ -148,9 +148,26 @@ def test_a_killed_backtest_resumes_to_the_same_bytes(ran):
             a.pop("computed_at", None)
             b.pop("computed_at", None)
         assert a == b, name
-    for rel in ("data/state/equity.parquet", "data/state/portfolio.json"):
+    for rel in ("data/state/equity.parquet", "data/state/portfolio.json",
+                "data/state/trust.json"):
         assert ((whole.folder / "sandbox" / rel).read_bytes()
                 == (killed.folder / "sandbox" / rel).read_bytes()), rel
+
+
+def test_the_backtest_runs_the_nightly_trust_step_on_its_own_episodes(ran):
+    """As live: each session's nightly credits the walk's closed episodes to the sources and
+    may re-weigh the walk's own policy; the live home keeps no trust state."""
+    res, paths = ran["whole"]["res"], ran["whole"]["paths"]
+    root = res.folder / "sandbox"
+    nights = sorted((root / "reports" / "nightly").glob("20*.json"))
+    assert len(nights) >= 30
+    reports = [json.loads(p.read_text())["trust"] for p in nights]
+    assert all(r["enabled"] and r["session"] == p.stem for r, p in zip(reports, nights, strict=True))
+    state = json.loads((root / "data" / "state" / "trust.json").read_text())
+    counted = sum(r.get("episodes_counted", 0) for r in reports)
+    assert counted >= 1                       # the walk closed episodes and trust saw them
+    assert len(state["counted"]) == counted   # each counted once, by the night that saw it
+    assert not (paths.home / "data" / "state" / "trust.json").exists()
 
 
 def test_cli_prints_headline_and_refuses_a_span_without_a_fold(trained_copy, harness,
