@@ -81,6 +81,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.io import atomic_write_json
+from tasks.numbers import json_number
 from tasks.paths import Paths, state_dir
 from tasks.policy import (
     current_policy,
@@ -216,7 +217,7 @@ def attribute(paths: Paths, settings: AppSettings, episodes: pd.DataFrame
     for ep in episodes.itertuples(index=False):
         rec: dict[str, Any] = {"episode_id": str(ep.episode_id), "symbol": str(ep.symbol),
                                "side": str(ep.side), "exit_session": str(ep.exit_session),
-                               "r_multiple": _num(ep.r_multiple), "plan_session": None,
+                               "r_multiple": json_number(ep.r_multiple), "plan_session": None,
                                "credited": {}, "note": None}
         entry = getattr(ep, "entry_session", None)
         if entry is None or pd.isna(entry):
@@ -242,14 +243,6 @@ def attribute(paths: Paths, settings: AppSettings, episodes: pd.DataFrame
                 rec["note"] = "no source had a view"
         out.append(rec)
     return out
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 # --------------------------------------------------------------------------- the weights
