@@ -159,18 +159,22 @@ def config_of(home: Paths, settings: AppSettings, baseline_id: str, with_intrada
     """What a backtest's result depends on besides the span (a resume needs the same)."""
     from tasks.models.pipeline import config_hash
     from tasks.models.registry import read_registry
+    from tasks.plan.sizehint import read_hint_registry
 
     return {"baseline_id": baseline_id, "shadow_id": read_registry(home).get("shadow"),
             "settings": config_hash(settings),
             "code": runs.code_fingerprint(), "with_intraday": with_intraday,
-            "store": (read_manifest(home.store) or {}).get("content_hash")}
+            "store": (read_manifest(home.store) or {}).get("content_hash"),
+            "size_hint": read_hint_registry(home).get("current")}
 
 
 def trial_id(config: dict[str, Any]) -> str:
-    """One trial per configuration (baseline and settings), whatever the code version."""
-    key = json.dumps({k: config[k] for k in ("baseline_id", "shadow_id", "settings",
-                                             "with_intraday")},
-                     sort_keys=True)
+    """One trial per configuration (baseline, settings and the size hint registered, if any),
+    whatever the code version."""
+    keys = ["baseline_id", "shadow_id", "settings", "with_intraday"]
+    if config.get("size_hint"):
+        keys.append("size_hint")
+    key = json.dumps({k: config[k] for k in keys}, sort_keys=True)
     return "cfg-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

@@ -32,6 +32,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(alerts_app, name="alerts")
+hint_app = typer.Typer(help="The learned size hint: fit it on a backtest's episodes, show it.",
+                       no_args_is_help=True)
+app.add_typer(hint_app, name="hint")
 app.command("serve")(serve_cmd)
 run_app = typer.Typer(help="Run a flow for one session.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
@@ -551,6 +554,46 @@ def models_list() -> None:
         span = f"{m['training_span']['start']}..{m['training_span']['end']}"
         table.add_row(bid, slot, m["created_at"], span, m["feature_schema_hash"])
     out.print(table)
+
+
+@hint_app.command("fit")
+@friendly
+def hint_fit(
+    backtest: Annotated[str, typer.Option(
+        help="The backtest to learn from: START_END as under reports/backtest/ (e.g. "
+             "2005-01-03_2010-12-31), or a path to such a folder.")],
+) -> None:
+    """Fit the size hint walk-forward on a backtest's closed episodes, judge it against a
+    constant and a volatility-targeting size, and register it. Plans use it only if it passed."""
+    from datetime import UTC, datetime
+
+    from tasks.backtest.sizehint import gate_lines, learn
+
+    paths = Paths.from_env()
+    folder = Path(backtest) if "/" in backtest else paths.reports / "backtest" / backtest
+    if not (folder / "sandbox").is_dir():
+        known = sorted(p.name for p in (paths.reports / "backtest").glob("*_*") if p.is_dir()) \
+            if (paths.reports / "backtest").is_dir() else []
+        raise FileNotFoundError(f"no backtest at {folder} (known: {', '.join(known) or 'none'}; "
+                                "run `hcp backtest --start S --end E` first)")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    manifest = learn(paths, folder, load_settings(), now,
+                     say=lambda m: console.print(escape(m), soft_wrap=True))
+    for line in gate_lines(manifest):
+        out.print(escape(line), soft_wrap=True)
+
+
+@hint_app.command("show")
+@friendly
+def hint_show() -> None:
+    """The current size hint, its gate and whether plans use it."""
+    from tasks.plan.sizehint import hint_status
+
+    status = hint_status(Paths.from_env(), load_settings())
+    out.print(escape(f"{status.case}: {status.reason}"), soft_wrap=True)
+    for name, f in ((status.gate or {}).get("rules") or {}).items():
+        out.print(escape(f"  {name:<10} deflated Sharpe {f.get('dsr')}  max drawdown "
+                         f"{f.get('max_drawdown')}"), soft_wrap=True)
 
 
 @config_app.command("show")

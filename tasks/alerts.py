@@ -117,7 +117,11 @@ def health_alerts(health: dict[str, Any], at: str) -> list[dict[str, Any]]:
         specs.append({"code": "health_error", "level": "ERROR",
                       "data": {"errors": "; ".join(summary.get("errors", []))}})
     if any(w.startswith("RL models unavailable") for w in summary.get("warnings", [])):
-        specs.append({"code": "rl_missing", "level": "WARN", "data": {}})
+        hint = health.get("size_hint") or {}
+        data = {"size_hint": hint.get("case"), "hint_id": hint.get("hint_id"),
+                "reason": hint.get("reason")} if hint else {}
+        specs.append({"code": "rl_missing", "level": "WARN",
+                      "data": {k: v for k, v in data.items() if v is not None}})
     if health.get("empty_book"):
         specs.append({"code": "empty_book", "level": "WARN", "data": dict(health["empty_book"])})
     return [{"key": "", "at": at, **s} for s in specs]

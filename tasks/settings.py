@@ -29,6 +29,7 @@ from tasks.config.execution import ExecutionSettings
 from tasks.config.gates import GateSettings
 from tasks.config.operator import OperatorSettings
 from tasks.config.shadow import ShadowSettings
+from tasks.config.sizehint import SizeHintSettings
 from tasks.config.trading import (
     DailySettings,
     FusionSettings,
@@ -60,7 +61,7 @@ NAMED_ENV = (
 #: Sections the file in force must hold (those of the shipped config/app.yaml): a file without
 #: one of them - cut short, or a partial copy - would run that section on code defaults.
 REQUIRED_SECTIONS = ("data", "features", "labels", "regimes", "models", "runtime", "execution",
-                     "escalation", "trust", "remote", "reasoner", "operator")
+                     "escalation", "trust", "size_hint", "remote", "reasoner", "operator")
 
 
 class ConfigError(ValueError):
@@ -301,6 +302,8 @@ class AppSettings(BaseSettings):
     shadow: ShadowSettings = Field(default_factory=ShadowSettings,
                                    description="Shadow comparison and rollback guard.")
     trust: TrustSettings = Field(default_factory=TrustSettings, description="Trust in the blend's sources.")
+    size_hint: SizeHintSettings = Field(default_factory=SizeHintSettings,
+                                        description="The learned size hint and its gate.")
 
     @model_validator(mode="after")
     def _plan_horizon_known(self) -> AppSettings:

@@ -170,6 +170,35 @@ def test_the_backtest_runs_the_nightly_trust_step_on_its_own_episodes(ran):
     assert not (paths.home / "data" / "state" / "trust.json").exists()
 
 
+def test_hint_fit_learns_from_the_walks_episodes_and_registers_an_unjudged_hint(ran,
+                                                                              monkeypatch):
+    """`hcp hint fit` reads the walk's episodes with the state their plans saw. Two months hold
+    no out-of-sample year, so the hint is registered, not judged and not used; the plans keep
+    the RL-missing mode."""
+    from flows.cli import app
+    from tasks.backtest.sizehint import backtest_root, episode_table
+    from tasks.plan.sizehint import hint_status, read_hint_registry
+    from tasks.settings import load_settings
+
+    res, paths = ran["whole"]["res"], ran["whole"]["paths"]
+    monkeypatch.setenv("HCP_HOME", str(paths.home))
+    settings = load_settings()
+    table = episode_table(backtest_root(paths, res.folder), settings, {"returns": 1.0}, 0.0)
+    episodes = pd.read_parquet(res.folder / "sandbox" / "data" / "state" / "episodes.parquet")
+    assert len(table) >= 1 and len(table) == len(episodes)   # every episode found its plan
+    assert table["size_mult"].eq(0.5).all()                  # traded in the RL-missing mode
+    assert table["reward"].to_numpy() == pytest.approx(table["rho"].to_numpy())
+    out = CliRunner().invoke(app, ["hint", "fit", "--backtest", res.folder.name])
+    assert out.exit_code == 0, out.output
+    assert "gate: FAILED" in out.output and "nothing to judge" in out.output
+    assert "registered, NOT used" in out.output
+    reg = read_hint_registry(paths)
+    assert reg["current"] and reg["history"][-1]["usable"] is False
+    assert hint_status(paths, settings).case == "not_used"
+    bad = CliRunner().invoke(app, ["hint", "fit", "--backtest", "1999-01-04_1999-02-26"])
+    assert bad.exit_code == 2 and "no backtest at" in bad.output
+
+
 def test_cli_prints_headline_and_refuses_a_span_without_a_fold(trained_copy, harness,
                                                                monkeypatch):
     from flows.cli import app

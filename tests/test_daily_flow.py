@@ -183,3 +183,30 @@ def test_prefect_yaml_deployments_point_at_real_flows():
         for sched in dep.get("schedules") or []:
             assert sched["timezone"] == "America/New_York"
             assert len(sched["cron"].split()) == 5
+
+
+def test_daily_flow_with_a_usable_size_hint_raises_no_rl_alert(home, harness, monkeypatch):
+    """A registered hint that passed its gate: the plan is sized by it (no RL-missing halving,
+    no rl_missing alert), every row names the hint's version, and the health says so."""
+    from tasks.alerts import read_alerts
+    from tasks.plan import sizehint as sh
+    from tests.test_size_hint import register
+
+    monkeypatch.setenv("HCP_FUSION__ZERO_UNSKILLED_HORIZONS", "false")  # the demo has no skill
+    hid = register(home, usable=True)
+    state = daily(as_of="2021-12-30", return_state=True)
+    assert state.is_completed(), state
+    res = state.result()
+    health = json.loads(Path(res.outputs["health"]).read_text())
+    assert health["size_hint"]["case"] == "used" and health["size_hint"]["hint_id"] == hid
+    assert not any(w.startswith("RL models unavailable") for w in health["summary"]["warnings"])
+    assert "rl_missing" not in {a["code"] for a in read_alerts(home, "2021-12-30")}
+    plan = pd.read_csv(res.outputs["plan"])
+    assert len(plan) > 0
+    assert plan["reason_tags"].str.contains(f",{hid})", regex=False).all()
+    assert not plan["reason_tags"].str.contains("rl_missing").any()
+    html = Path(res.outputs["report"]).read_text()
+    assert f"size hint used ({hid})" in html and "by the learned size hint" in html
+    signals = pd.read_parquet(res.outputs["signals"])
+    assert signals["size_mult"].isin(sh.SizeHint.from_json(
+        json.loads((sh.hints_dir(home) / hid / "hint.json").read_text())["model"]).arms).all()

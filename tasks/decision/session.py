@@ -34,6 +34,7 @@ from tasks.models.registry import Baseline, RegistryError, load_baseline, read_r
 from tasks.paths import Paths
 from tasks.plan import build, outputs, runs, session
 from tasks.plan.context import context_source, context_status
+from tasks.plan.sizehint import HintStatus, hint_status
 from tasks.policy import Policy, policy_settings
 from tasks.settings import AppSettings
 from tasks.state import load_episodes, session_book
@@ -87,6 +88,7 @@ class SessionState:
     episodes: pd.DataFrame | None
     parts: dict
     key: str
+    hint: HintStatus | None = None
 
 
 def session_state(day: pd.Timestamp, paths: Paths, settings: AppSettings, active: Baseline,
@@ -97,10 +99,12 @@ def session_state(day: pd.Timestamp, paths: Paths, settings: AppSettings, active
     ctx_src = context_source(settings.daily.context_path, paths.home)
     book, book_info = session_book(paths, settings, day.date().isoformat())
     episodes, ep_info = load_episodes(paths)
+    hint = hint_status(paths, settings, policy, day)
     parts = key_parts(day, paths, settings, active, shadow, version, ctx_src.describe(),
                       book_info, ep_info)
+    parts["size_hint"] = {"case": hint.case, "hint_id": hint.hint_id}
     return SessionState(policy, version, ctx_src, book, book_info, episodes, parts,
-                        runs.run_key(parts))
+                        runs.run_key(parts), hint)
 
 
 def make_inputs(st: SessionState, day: pd.Timestamp, hist: session.History,
@@ -112,9 +116,10 @@ def make_inputs(st: SessionState, day: pd.Timestamp, hist: session.History,
         as_of=day, today=session.day_rows(hist.features, day),
         scores_today=session.day_rows(scores, day), baseline=active, policy=st.policy,
         policy_version=st.version, book=st.book, context=context, returns=hist.returns,
-        episodes=st.episodes)
+        episodes=st.episodes, size_hint=st.hint)
     extra = {"model": {"active": active.baseline_id,
                        "shadow": shadow.baseline_id if shadow else None},
+             "size_hint": st.hint.to_json() if st.hint else None,
              "policy_version": st.version, "run_key": st.key,
              "context": {"source": st.ctx_src.describe().get("source"),
                          "inputs": context_status(context, inp.scores["symbol"].tolist())},

@@ -191,8 +191,12 @@ def weights_used(health: dict[str, Any] | None) -> dict[str, Any] | None:
                 f"size hint; {weights_text(pred)} (predictors only) for {int(missing)} without")
     if zeroed:
         text += "; weight 0 for lack of skill: " + ", ".join(sorted(zeroed))
+    hint = health.get("size_hint") or {}
+    if hint.get("case"):
+        text += f"; size hint {hint['case'].replace('_', ' ')}: {hint.get('reason')}"
     return {"session": health.get("date"), "mode": mode, "applied": applied,
-            "rl_missing": missing, "scored": scored, "zeroed": zeroed, "text": text}
+            "rl_missing": missing, "scored": scored, "zeroed": zeroed, "text": text,
+            "size_hint": hint or None}
 
 
 # --- equity and its benchmark ----------------------------------------------------------------

@@ -21,6 +21,7 @@ from tasks.plan.expectancy import (
     slippage_estimate,
 )
 from tasks.plan.fusion import Weights, fuse, gate, horizon_edge, percentile_edge
+from tasks.plan.sizehint import HintStatus, plan_state
 from tasks.plan.sizing import book_risk_scale, score_cash, to_quantity
 from tasks.policy import Policy
 from tasks.risk.clamps import Book, Order, clamp_batch, classify_bucket, stop_levels
@@ -51,6 +52,7 @@ class SessionInputs:
     returns: pd.DataFrame | None = None    # wide daily log returns up to as_of (effective-K)
     episodes: pd.DataFrame | None = None   # closed episodes (reports; not used for sizing)
     skill: dict | None = None              # baseline manifest "skill" (per-horizon OOS skill)
+    size_hint: HintStatus | None = None    # the learned size hint and whether it is used
 
     def __post_init__(self) -> None:
         if not isinstance(self.policy, Policy):
@@ -132,7 +134,11 @@ def fused_frame(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> 
     weights, zeroed = blend_weights(inp, settings)
     if weights.get("short", 0) + weights.get("mid", 0) + weights.get("rl", 0) <= 0:
         weights = {"short": 0.0, "mid": 0.0, "rl": 1.0}   # nothing left but the RL hint
+    df = _with_size_hint(_expectancy(df, inp, settings), inp, settings)
     df = fuse(df, weights, settings.fusion)
+    df["size_mult"] = np.where(np.isfinite(df["hint_mult"]), df["hint_mult"],
+                               np.where(df["rl_missing"],
+                                        settings.guardrails.rl_missing_size_factor, 1.0))
     if zeroed:  # every name's audit says which horizon was blended at weight 0, and why
         df["penalty_tags"] = [list(tags) + list(zeroed.values()) for tags in df["penalty_tags"]]
     off = {f"{_PENALTY_OF[f]}:unknown": f"{_PENALTY_OF[f]}:disabled"
@@ -144,7 +150,24 @@ def fused_frame(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings) -> 
     held = df["symbol"].map(lambda s: s in inp.book.positions and inp.book.positions[s].qty > 0)
     df["actionable"] = (df["signal"] == "BUY") | ((df["signal"] == "SELL") & (
         settings.risk.allow_short | held.astype(bool)))
-    return _expectancy(df, inp, settings)
+    return df
+
+
+def _with_size_hint(df: pd.DataFrame, inp: SessionInputs, settings: AppSettings
+                    ) -> pd.DataFrame:
+    """The size hint's state of every row (tasks/plan/sizehint.py) and, when a learned hint
+    is in use, its multiplier ``hint_mult`` and ``rl_size_hint = ln(multiplier)`` for the rows
+    the context gave no hint (a context hint is a fusion input only and sizes nothing)."""
+    df = plan_state(df, inp.book, inp.episodes, settings)
+    df["hint_mult"] = np.nan
+    status = inp.size_hint
+    if status is not None and status.case == "used" and status.model is not None \
+            and "rl_size_hint" not in disabled_columns(inp.policy):
+        fill = ~np.isfinite(df["rl_size_hint"].to_numpy(dtype="float64", na_value=np.nan))
+        mult = status.model.multipliers(df)
+        df["hint_mult"] = np.where(fill, mult, np.nan)
+        df["rl_size_hint"] = np.where(fill, np.log(mult), df["rl_size_hint"])
+    return df
 
 
 _PENALTY_OF = {"news_sentiment": "news_negative", "vol_z": "vol_spike", "liquidity": "low_liquidity",
@@ -288,7 +311,10 @@ def _size(cand: pd.DataFrame, inp: SessionInputs, settings: AppSettings
     for r in entries.itertuples(index=False):
         t: list[str] = []
         cash = score_cash(r.score, risk.name_cap(r.bucket), nl)
-        if r.rl_missing:
+        if math.isfinite(r.hint_mult):
+            cash *= r.hint_mult
+            t.append(f"size:hint(x{r.hint_mult:g},{inp.size_hint.hint_id})")
+        elif r.rl_missing:
             cash *= guard.rl_missing_size_factor
             t.append(f"size:rl_missing(x{guard.rl_missing_size_factor})")
         target = guard.per_trade_target_pct * nl

@@ -153,6 +153,7 @@ REASON_WORDS = {
     "rank:beyond_max_positions": "ranked beyond the maximum number of positions",
     "size:conviction": "the conviction size (per-name cap × 2 |score − 0.5|)",
     "size:rl_missing": "halving for the missing RL size hint",
+    "size:hint": "the learned size hint's multiplier",
     "size:per_trade_target": "the per-trade cash target",
     "size:kelly_cap": "the fractional-Kelly cap",
     "size:book_risk": "the book-risk scaling (one-day 99% VaR limit)",
@@ -344,6 +345,9 @@ def _size_words(tags: list[str]) -> str:
         text += f" (× {bound[-1].partition('(x')[2].rstrip(')')})"
     if any(t.startswith("size:rl_missing") for t in tags) and code != "size:rl_missing":
         text += f", after {words('size:rl_missing')}"
+    hint = [t for t in tags if t.startswith("size:hint(")]
+    if hint:
+        text += f", × {hint[-1].partition('(x')[2].split(',')[0]} by the learned size hint"
     return text
 
 
@@ -518,7 +522,8 @@ svg.bars { max-width: 100%; height: auto; }
 </style></head><body>
 <h1>Pre-market plan for the session after {{ day }}</h1>
 <p class="meta"><span class="status {{ status }}">{{ status }}</span>
- net liquidity {{ fmt(nl, "usd") }} &middot; model {{ model }} &middot; policy {{ policy }}</p>
+ net liquidity {{ fmt(nl, "usd") }} &middot; model {{ model }} &middot; policy {{ policy }}
+{% if size_hint %}&middot; <span id="size-hint">size hint {{ size_hint }}</span>{% endif %}</p>
 {% if errors %}<h2>Stop trading</h2><ul>{% for e in errors %}<li>{{ e }}</li>{% endfor %}</ul>
 <p>The plan holds no orders.</p>{% endif %}
 {% if empty_book %}<p class="empty-book"><b>{{ empty_book }}</b></p>{% endif %}
@@ -677,7 +682,20 @@ def render_report(day: str, plan: pd.DataFrame, health: dict[str, Any],
         bucket_chart=Markup(cap_bars(buckets)), sector_chart=Markup(cap_bars(sectors)),
         conc_chart=Markup(cap_bars(conc)),
         esc=health["escalation"] if (health.get("escalation") or {}).get("enabled") else None,
-        empty_book=empty_book_line(health.get("empty_book")))
+        empty_book=empty_book_line(health.get("empty_book")),
+        size_hint=size_hint_line(health.get("size_hint")))
+
+
+def size_hint_line(status: dict[str, Any] | None) -> str | None:
+    """The size hint's case for the report's header: ``used (id)``, ``not used: why`` or
+    ``missing (RL-missing sizing)``; None when the health does not record it."""
+    if not status or not status.get("case"):
+        return None
+    if status["case"] == "used":
+        return f"used ({status.get('hint_id')})"
+    if status["case"] == "missing":
+        return "missing: sizes halved (the runbook's RL-missing mode)"
+    return f"not used, sizes halved: {status.get('reason')}"
 
 
 def _as(kind: str) -> Any:

@@ -24,6 +24,7 @@ from tasks.health.checks import drift, health_report, preflight_errors, realised
 from tasks.models.registry import Baseline
 from tasks.models.scoring import calibrate_scores, missing_calibrators, raw_scores, wide_scores
 from tasks.plan.build import Decision, SessionInputs
+from tasks.plan.sizehint import HintStatus
 from tasks.policy import Policy
 from tasks.risk.clamps import Book, exposures
 from tasks.settings import AppSettings
@@ -92,7 +93,8 @@ def day_rows(frame: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
 def session_inputs(*, as_of: pd.Timestamp, today: pd.DataFrame, scores_today: pd.DataFrame,
                    baseline: Baseline, policy: Policy, policy_version: str, book: Book,
                    context: pd.DataFrame | None, returns: pd.DataFrame,
-                   episodes: pd.DataFrame | None) -> SessionInputs:
+                   episodes: pd.DataFrame | None, size_hint: HintStatus | None = None
+                   ) -> SessionInputs:
     """The decision's inputs for ``as_of`` (returns and episodes cut to what was known)."""
     if episodes is not None and "exit_date" in episodes:
         episodes = episodes.loc[pd.to_datetime(episodes["exit_date"]) < as_of]
@@ -103,7 +105,8 @@ def session_inputs(*, as_of: pd.Timestamp, today: pd.DataFrame, scores_today: pd
                          thresholds=baseline.manifest["thresholds"], model_id=baseline.baseline_id,
                          skill=baseline.manifest.get("skill"),
                          policy=policy, policy_version=policy_version, book=book, context=context,
-                         returns=returns.loc[returns.index <= as_of], episodes=episodes)
+                         returns=returns.loc[returns.index <= as_of], episodes=episodes,
+                         size_hint=size_hint)
 
 
 def preflight(today: pd.DataFrame, scores_today: pd.DataFrame, baseline: Baseline,
