@@ -155,6 +155,8 @@ def test_registry_status_says_which_case_applies(tmp_path):
     st = sh.hint_status(paths, SETTINGS)
     assert (st.case, st.hint_id, st.model) == ("not_used", hid, None)
     assert "failed its gate: by hand" in st.reason
+    forced = sh.hint_status(paths, with_hint(require_gate=False))
+    assert forced.case == "used" and forced.model is not None and "FAILED" in forced.reason
     hid2 = register(paths, usable=True)
     st = sh.hint_status(paths, SETTINGS)
     assert st.case == "used" and st.hint_id == hid2 and st.model is not None

@@ -24,6 +24,10 @@ class SizeHintSettings(_Section):
     enabled: bool = Field(
         True, description="Use a registered size hint that passed its gate (false: every plan "
         "runs in the runbook's 'RL missing' mode).")
+    require_gate: bool = Field(
+        True, description="Use only a hint that passed its gate (false: use the current hint "
+        "even if it failed, for a research backtest of the hint against the RL-missing mode; "
+        "the health and the plan's tags still name it).")
     arms: tuple[float, ...] = Field(
         (0.5, 1.0, 1.5), description="Size multipliers the bandit chooses from; must contain "
         "1.0 (the size the episodes were traded at).")

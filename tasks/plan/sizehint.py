@@ -348,8 +348,12 @@ def hint_status(paths: Paths, settings: AppSettings, policy=None,
     if man.get("schema_hash") != schema_hash():
         return HintStatus("not_used", str(hid), f"size hint {hid} was fitted on another state "
                           "schema: refit it", gate=gate_figs)
-    if not man.get("usable") or obj.get("model") is None:
-        why = (gate_figs or {}).get("reason", "it has no model")
+    if obj.get("model") is None:
+        return HintStatus("not_used", str(hid), f"size hint {hid} has no model (too few "
+                          "episodes to fit one)", gate=gate_figs)
+    forced = not man.get("usable") and not settings.size_hint.require_gate
+    if not man.get("usable") and not forced:
+        why = (gate_figs or {}).get("reason", "not judged")
         return HintStatus("not_used", str(hid), f"size hint {hid} failed its gate: {why}",
                           gate=gate_figs)
     end = (man.get("training_span") or [None, None])[1]
@@ -363,5 +367,6 @@ def hint_status(paths: Paths, settings: AppSettings, policy=None,
     if not settings.size_hint.enabled:
         return HintStatus("not_used", str(hid), f"size hint {hid} passed its gate but "
                           "size_hint.enabled is false", gate=gate_figs)
-    return HintStatus("used", str(hid), f"size hint {hid} passed its gate",
-                      SizeHint.from_json(obj["model"]), gate_figs)
+    why = (f"size hint {hid} FAILED its gate and is used only because size_hint.require_gate "
+           "is false" if forced else f"size hint {hid} passed its gate")
+    return HintStatus("used", str(hid), why, SizeHint.from_json(obj["model"]), gate_figs)
