@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.replay import Walk, load_span, replay_sessions, walk_sessions
 from tasks.backtest.analytics import summary_figures
@@ -94,11 +95,21 @@ def check_span(home: Paths, baseline_id: str, first: pd.Timestamp) -> None:
                             f"{spans[0][1].date()} (start the backtest there or later)")
 
 
+#: Scores a list of session blocks ``(first, last)`` of ``baseline_id``'s folds from the feature
+#: rows; one wide score frame per block, in order (``score_on_runner``: as Prefect tasks).
+ScoreMany = Callable[[pd.DataFrame, str, list[tuple[pd.Timestamp, pd.Timestamp]]],
+                     list[pd.DataFrame]]
+
+
 def fold_scores(home: Paths, baseline_id: str, hist: session.History, start: pd.Timestamp,
                 end: pd.Timestamp, settings: AppSettings,
-                say: Callable[[str], None] | None = None) -> pd.DataFrame:
+                say: Callable[[str], None] | None = None,
+                score_many: ScoreMany | None = None) -> pd.DataFrame:
     """Calibrated wide scores of every row in [start, end], each scored by the model that saw
-    none of it: the fold whose test block holds its date (rows before the first block: none)."""
+    none of it: the fold whose test block holds its date (rows before the first block: none).
+
+    With ``score_many`` each fold's span is cut into blocks of ``runtime.score_block_sessions``
+    whole sessions scored by it (tasks on the flow's runner); the result is the same frame."""
     days = hist.sessions[(hist.sessions >= start) & (hist.sessions <= end)]
     groups: dict[str, list[pd.Timestamp]] = {}
     models: dict[str, Baseline] = {}
@@ -109,15 +120,80 @@ def fold_scores(home: Paths, baseline_id: str, hist: session.History, start: pd.
             continue  # before the first test block: no out-of-sample model
         models[model.baseline_id] = model
         groups.setdefault(model.baseline_id, []).append(day)
+    if not groups:
+        raise RegistryError(f"baseline {baseline_id} has no out-of-sample model for "
+                            f"{start.date()}..{end.date()}")
+    if score_many is not None:
+        return _scores_by_block(hist, baseline_id, groups, settings, score_many, say)
     parts = []
     for i, (mid, ds_) in enumerate(groups.items()):
         if say:
             say(f"scoring {ds_[0].date()}..{ds_[-1].date()} with {mid} ({i + 1}/{len(groups)})")
         parts.append(session.score_history(models[mid], hist, ds_[0], ds_[-1], settings))
-    if not parts:
-        raise RegistryError(f"baseline {baseline_id} has no out-of-sample model for "
-                            f"{start.date()}..{end.date()}")
     return pd.concat(parts, ignore_index=True)
+
+
+@task(name="score-block", cache_policy=NO_CACHE, retries=1,
+      task_run_name="score {first}..{last}")
+def score_block_task(root: str, home: str, baseline_id: str, first: str, last: str,
+                     settings: AppSettings) -> str:
+    """Score one block of whole sessions from the run's feature rows; the URL of its scores."""
+    from tasks.models.fitstore import score_to_store
+
+    return score_to_store(root, home, baseline_id, first, last, settings)
+
+
+def score_on_runner(home: Paths, settings: AppSettings) -> ScoreMany:
+    """A ``score_many`` that submits every block as a task of the running flow (so to its task
+    runner, e.g. Dask): the feature rows go to the results store once, each task gets its URL
+    and the block's first and last session, and the run's folder is removed after."""
+    from tasks.models.fitstore import new_run_root, put_frame, read_frame, remove_run
+
+    logger = get_run_logger()
+
+    def score_many(rows: pd.DataFrame, baseline_id: str,
+                   blocks: list[tuple[pd.Timestamp, pd.Timestamp]]) -> list[pd.DataFrame]:
+        root = new_run_root(home, settings, "score")
+        put_frame(root, rows, pd.DatetimeIndex([]))
+        try:
+            futures = [score_block_task.submit(root, str(home.home), baseline_id,
+                                               a.date().isoformat(), b.date().isoformat(),
+                                               settings) for a, b in blocks]
+            parts = []
+            for i, future in enumerate(futures):
+                parts.append(read_frame(future.result()))
+                logger.info("scored block %d/%d", i + 1, len(futures))
+        finally:
+            remove_run(root)
+        return parts
+
+    return score_many
+
+
+def _scores_by_block(hist: session.History, baseline_id: str,
+                     groups: dict[str, list[pd.Timestamp]], settings: AppSettings,
+                     score_many: ScoreMany, say: Callable[[str], None] | None) -> pd.DataFrame:
+    """Every fold's span in blocks of whole sessions, scored by ``score_many``; each fold's
+    blocks put back in the order :func:`tasks.plan.session.score_history` gives (symbol, date)."""
+    n = settings.runtime.score_block_sessions
+    blocks, owner = [], []
+    for mid, ds_ in groups.items():
+        for i in range(0, len(ds_), n):
+            blocks.append((ds_[i], ds_[min(i + n, len(ds_)) - 1]))
+            owner.append(mid)
+    first, last = blocks[0][0], blocks[-1][1]
+    f = hist.features
+    rows = f.loc[(f["date"] >= first) & (f["date"] <= last)].reset_index(drop=True)
+    if say:
+        say(f"scoring {first.date()}..{last.date()} in {len(blocks)} blocks of up to {n} "
+            f"sessions on the task runner")
+    parts = score_many(rows, baseline_id, blocks)
+    out = []
+    for mid in groups:
+        mine = [p for p, o in zip(parts, owner, strict=True) if o == mid]
+        out.append(pd.concat(mine, ignore_index=True).sort_values(
+            ["symbol", "date"], kind="stable").reset_index(drop=True))
+    return pd.concat(out, ignore_index=True)
 
 
 def shadow_of(home: Paths, shadow: Baseline | None, first: pd.Timestamp
@@ -191,8 +267,8 @@ def prepare_root(folder: Path, home: Paths, config: dict[str, Any], fresh: bool
 
 
 def run_backtest(start: str, end: str, *, with_intraday: bool = True, fresh: bool = False,
-                 progress: Progress | None = None, say: Callable[[str], None] | None = None
-                 ) -> BacktestResult:
+                 progress: Progress | None = None, say: Callable[[str], None] | None = None,
+                 score_many: ScoreMany | None = None) -> BacktestResult:
     """Backtest the active baseline over [start, end]; see the module docstring."""
     tick = time.perf_counter()
     home = Paths.from_env()
@@ -208,9 +284,9 @@ def run_backtest(start: str, end: str, *, with_intraday: bool = True, fresh: boo
         say(("resuming" if resumed else "starting") + f" backtest under {folder}")
     bars, hist = load_span(root, days, settings)
     scores = fold_scores(home, bid, hist, session.scoring_start(hist, days[0], settings),
-                         days[-1], settings, say)
+                         days[-1], settings, say, score_many)
     sid, shadow_note = shadow_of(home, shadow, days[0])
-    shadow_scores = (fold_scores(home, sid, hist, days[0], days[-1], settings, say)
+    shadow_scores = (fold_scores(home, sid, hist, days[0], days[-1], settings, say, score_many)
                      if sid else None)
 
     def models(day: pd.Timestamp) -> tuple[Baseline, Baseline | None]:
@@ -296,8 +372,11 @@ def backtest(start: str, end: str, with_intraday: bool = True, fresh: bool = Fal
         if progress_hook is not None:
             progress_hook(i, n, msg)
 
+    settings = load_settings()
+    many = (score_on_runner(Paths.from_env(), settings)
+            if settings.runtime.task_runner == "dask" else None)
     res = run_backtest(start, end, with_intraday=with_intraday, fresh=fresh, progress=progress,
-                       say=lambda m: logger.info("%s", m))
+                       say=lambda m: logger.info("%s", m), score_many=many)
     for line in headline_lines(res.summary):
         logger.info("%s", line)
     logger.info("gates %s -> %s", "PASSED" if res.gates.get("passed") else "FAILED",

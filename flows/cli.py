@@ -330,8 +330,14 @@ def backtest_cmd(
             update(msg, i, n)
 
         bt.progress_hook = progress
+        settings = load_settings()
+        run = backtest
+        if settings.runtime.task_runner == "dask":  # scoring blocks spread over Dask workers
+            from flows.train import dask_task_runner
+
+            run = backtest.with_options(task_runner=dask_task_runner(settings))
         try:
-            res = backtest(start=start, end=end, with_intraday=with_intraday, fresh=fresh)
+            res = run(start=start, end=end, with_intraday=with_intraday, fresh=fresh)
         finally:
             bt.progress_hook = None
     out.print(f"backtest {res.start}..{res.end}: {res.sessions} sessions"

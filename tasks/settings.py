@@ -178,6 +178,9 @@ class RuntimeSettings(_Section):
         None, description="Where distributed tasks read their inputs and write their results: "
         "any fsspec URL every worker can reach (s3://..., file:///shared/...); none = "
         "<HCP_HOME>/models/.work (one machine).")
+    score_block_sessions: int = Field(
+        63, ge=1, le=100_000, description="Sessions per scoring task of a backtest on Dask "
+        "(each task scores whole sessions: the cross-sectional steps need every name of a day).")
 
 
 class RandomForestSettings(_Section):

@@ -135,3 +135,40 @@ def test_dask_runner_without_the_extra_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_dask)
     with pytest.raises(DaskUnavailable, match=r'pip install -e "\.\[dask\]"'):
         dask_task_runner(load_settings(runtime={"task_runner": "dask"}))
+
+
+def test_backtest_scoring_in_session_blocks_on_dask_equals_in_process(trained_home):
+    """A backtest's fold scores, cut into blocks of 7 sessions (across a fold boundary: the
+    last fold and the baseline after its training end) and scored as Prefect tasks on a
+    2-process LocalCluster, are the in-process frame exactly; the work folder is removed."""
+    from prefect import flow
+
+    from flows.backtest import fold_scores, score_on_runner
+    from flows.replay import load_span, replay_sessions
+    from flows.train import dask_task_runner
+
+    mp = pytest.MonkeyPatch()
+    try:
+        for key, value in {**ENV, "HCP_HOME": str(trained_home.home),
+                           "HCP_RUNTIME__DASK_WORKERS": "2",
+                           "HCP_RUNTIME__SCORE_BLOCK_SESSIONS": "7"}.items():
+            mp.setenv(key, value)
+        settings = load_settings()
+        days = replay_sessions("2021-05-03", "2021-07-30", trained_home.store,
+                               settings.data.calendar)
+        _, hist = load_span(trained_home, days, settings)
+        seq = fold_scores(trained_home, "b-demo", hist, days[0], days[-1], settings)
+
+        @flow(name="score-span-test")
+        def score_span():
+            return fold_scores(trained_home, "b-demo", hist, days[0], days[-1], settings,
+                               score_many=score_on_runner(trained_home, settings))
+
+        with prefect_test_harness(server_startup_timeout=120):
+            dist = score_span.with_options(task_runner=dask_task_runner(settings))()
+    finally:
+        mp.undo()
+    assert len(seq) == 20 * len(days)
+    pd.testing.assert_frame_equal(dist, seq)
+    work = trained_home.models / ".work"
+    assert not work.exists() or not any(work.iterdir())

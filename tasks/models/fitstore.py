@@ -1,4 +1,4 @@
-"""The results store of a distributed training run: its inputs and the fitted parts, by URL.
+"""The results store of a distributed run: its inputs and results, by URL.
 
 A run writes the training frame once (``frame.parquet``, with ``sessions.json``) under its own
 root, and every base fit (:class:`tasks.models.train.FitJob`) reads that frame and writes its
@@ -6,6 +6,9 @@ fitted part to ``fits/<horizon>/<block>/<part>.joblib`` next to it. Tasks theref
 and a job id, never a DataFrame: nothing large is pickled, hashed for a cache or sent through
 the scheduler. The root is a local folder by default (``<HCP_HOME>/models/.work``) or any
 fsspec URL every worker can reach (``runtime.results_url``: ``s3://...``, ``file:///shared/...``).
+
+A backtest's scoring on Dask uses the same store: the feature rows of its span are written once
+and each task scores a block of whole sessions into ``scores/<first>_<last>.parquet``.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from tasks.settings import AppSettings
 _loaded: dict[str, tuple[pd.DataFrame, pd.DatetimeIndex]] = {}
 
 
-def new_run_root(paths: Paths, settings: AppSettings) -> str:
-    """A fresh root for one training run under the configured results store."""
+def new_run_root(paths: Paths, settings: AppSettings, kind: str = "train") -> str:
+    """A fresh root for one distributed run (``train`` or ``score``) under the configured
+    results store."""
     base = settings.runtime.results_url or Path(paths.models, ".work").resolve().as_uri()
-    return f"{base.rstrip('/')}/train-{uuid.uuid4().hex[:12]}"
+    return f"{base.rstrip('/')}/{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def _fs(url: str):
@@ -75,6 +79,32 @@ def fit_to_store(root: str, settings: AppSettings, job: FitJob) -> str:
     url = job_url(root, job)
     _write(url, lambda fh: joblib.dump(part, fh))
     return url
+
+
+def score_to_store(root: str, home: str, baseline_id: str, first: str, last: str,
+                   settings: AppSettings) -> str:
+    """Score the sessions [first, last] of the run's feature frame with the model of
+    ``baseline_id`` that saw none of them (:func:`tasks.models.folds.fold_baseline` of
+    ``first``; the block lies within one fold's span), calibrated and wide as
+    :func:`tasks.plan.session.score_history` gives them; the URL of the stored scores."""
+    from tasks.models.folds import fold_baseline
+    from tasks.models.scoring import calibrate_scores, raw_scores, wide_scores
+
+    frame, _ = load_frame(root)
+    model = fold_baseline(Paths(Path(home)), baseline_id, first)
+    rows = frame.loc[(frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))]
+    scores = wide_scores(calibrate_scores(model, raw_scores(model, rows.reset_index(drop=True),
+                                                            settings), strict=False))
+    url = f"{root}/scores/{first}_{last}.parquet"
+    _write(url, lambda fh: scores.to_parquet(fh, index=False))
+    return url
+
+
+def read_frame(url: str) -> pd.DataFrame:
+    """A stored parquet frame (a block's scores)."""
+    fs, path = _fs(url)
+    with fs.open(path, "rb") as fh:
+        return pd.read_parquet(fh)
 
 
 def read_fit(url: str) -> object:
