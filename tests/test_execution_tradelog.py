@@ -51,6 +51,33 @@ def test_a_changed_record_is_named(tmp_path):
         TradeLog.open(paths)
 
 
+def test_a_grown_log_rechecks_only_new_lines_and_a_changed_prefix_is_caught(tmp_path):
+    """Scans remember the prefix they verified: after appends the result and the records equal
+    a scan from scratch; a record changed inside the remembered prefix, with the chain after it
+    recomputed and more records appended, is still found (the prefix's bytes are compared)."""
+    from tasks.execution import tradelog as tl
+
+    paths = _log(tmp_path, n=4)
+    assert verify(paths).ok
+    log, _ = TradeLog.open(paths)
+    for i in range(4, 7):
+        log.append({"timestamp": f"t{i}", "session": SESSION, "mode": "demo", "event": "intent",
+                    "order_id": f"o{i}", "symbol": "X", "direction": "BUY", "qty": 10 + i})
+    cached = verify(paths), read_records(paths)
+    tl._verified.clear()
+    assert (verify(paths), read_records(paths)) == cached
+    assert cached[0].ok and cached[0].n_records == 7
+
+    assert verify(paths).ok  # the whole log is the remembered prefix now
+    lines = _lines(paths)
+    rec = json.loads(lines[2])
+    rec["qty"] = 1000
+    lines[2] = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
+    tradelog_path(paths).write_text("".join(lines) + lines[-1])
+    res = verify(paths)
+    assert not res.ok and res.first_bad["line"] == 3 and "changed" in res.first_bad["reason"]
+
+
 def test_a_removed_record_is_named(tmp_path):
     paths = _log(tmp_path)
     lines = _lines(paths)

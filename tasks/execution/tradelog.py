@@ -261,11 +261,52 @@ def _check(line_no: int, text: str, prev: str, key: TradeLogKey | None
     return rec, None
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A prefix of whole lines of a log that verified in this process, and the chain's state
+    after it."""
+
+    nbytes: int
+    sha256: str
+    records: tuple[dict[str, Any], ...]   # as parsed; callers get copies
+    prev: str
+    last_mac: str | None
+    keyed: int
+
+
+# The verified prefix of every log this process scanned, by (log, key). A log only grows by
+# appends, so the next scan re-checks only the lines after the prefix, once the prefix's bytes
+# are shown to be the same (their SHA-256): a changed, cut or reordered prefix fails that test
+# and the whole chain is checked again. Without it a backtest re-verified its whole log several
+# times a session, a cost growing with the square of its length.
+_verified: dict[tuple[str, str | None], _Verified] = {}
+
+
+def _cache_key(path: Path, key: TradeLogKey | None) -> tuple[str, str | None]:
+    return str(path.resolve()), key.model_dump_json() if key is not None else None
+
+
+def _known_prefix(data: bytes, end: int, cache_key: tuple[str, str | None]
+                  ) -> tuple[_Verified | None, Any]:
+    """The verified prefix of ``data`` (or None) and a SHA-256 of the bytes up to it, to be
+    carried on to ``end``."""
+    known = _verified.get(cache_key)
+    digest = hashlib.sha256()
+    if known is None or known.nbytes > end:
+        return None, digest
+    digest.update(memoryview(data)[:known.nbytes])
+    if digest.hexdigest() != known.sha256:
+        return None, hashlib.sha256()
+    return known, digest
+
+
 def scan(path: Path, key: TradeLogKey | None = None, key_file: Path | None = None
          ) -> tuple[VerifyResult, list[dict[str, Any]]]:
     """Check every record of the chain (and its MAC with ``key``); returns the result and the
     good records. Without a key, a record that carries a MAC stops the scan (``problem``):
-    such a log cannot be checked, and is never taken as good."""
+    such a log cannot be checked, and is never taken as good. Lines this process already
+    verified, byte for byte, are not checked again (:data:`_verified`); their records are
+    returned as copies."""
     data = path.read_bytes() if path.is_file() else b""
     end = data.rfind(b"\n") + 1
     torn = None
@@ -273,6 +314,14 @@ def scan(path: Path, key: TradeLogKey | None = None, key_file: Path | None = Non
         tail = data[end:]
         torn = Torn(data.count(b"\n") + 1, end, len(tail), hashlib.sha256(tail).hexdigest())
     prev, last_mac, records, keyed = GENESIS, None, [], 0
+    cache_key = _cache_key(path, key)
+    start, first_line = 0, 1
+    known, digest = _known_prefix(data, end, cache_key)
+    if known is not None:
+        records = [dict(r) for r in known.records]
+        prev, last_mac, keyed = known.prev, known.last_mac, known.keyed
+        start, first_line = known.nbytes, len(known.records) + 1
+    fresh: list[dict[str, Any]] = []
 
     def result(ok: bool, bad: dict[str, Any] | None = None, problem: str | None = None
                ) -> VerifyResult:
@@ -280,7 +329,7 @@ def scan(path: Path, key: TradeLogKey | None = None, key_file: Path | None = Non
                             len(records) - keyed, key_file, last_mac,
                             key is None and problem is None and bad is None and bool(records))
 
-    for i, raw in enumerate(data[:end].splitlines(), start=1):
+    for i, raw in enumerate(data[start:end].splitlines(), start=first_line):
         rec, reason = _check(i, raw.decode("utf-8", errors="replace"), prev, key)
         if not reason and key is None and rec is not None and "mac" in rec:
             return result(False, problem=(
@@ -291,9 +340,15 @@ def scan(path: Path, key: TradeLogKey | None = None, key_file: Path | None = Non
                    "reason": reason}
             return result(False, bad), records
         records.append(rec)
+        fresh.append(dict(rec))
         prev = rec["hash"]
         if "mac" in rec:
             keyed, last_mac = keyed + 1, rec["mac"]
+    if end:
+        digest.update(memoryview(data)[start:end])
+        _verified[cache_key] = _Verified(end, digest.hexdigest(),
+                                         (known.records if known else ()) + tuple(fresh), prev,
+                                         last_mac, keyed)
     if key is not None and len(records) < key.legacy_records:
         return result(False, problem=(
             f"{len(records)} records, but the log held {key.legacy_records} when its key "
