@@ -27,6 +27,7 @@ import pandas as pd
 from tasks.features.regimes import VOL_REGIMES
 
 DECILES = 10
+COLUMNS = ("date", "vol_regime", "exp_pnl", "realised_pnl")   # the columns read here
 
 
 def _rows(oos: pd.DataFrame, horizon: str, cost: float) -> pd.DataFrame:
@@ -34,7 +35,8 @@ def _rows(oos: pd.DataFrame, horizon: str, cost: float) -> pd.DataFrame:
     if oos.empty or not need <= set(oos.columns):
         return pd.DataFrame()
     rows = oos.loc[(oos["horizon"] == horizon) & np.isfinite(oos["exp_pnl"])
-                   & np.isfinite(oos["realised_pnl"])].copy()
+                   & np.isfinite(oos["realised_pnl"]),
+                   [c for c in COLUMNS if c in oos.columns]].copy()
     rows["pred_net"] = rows["exp_pnl"] - cost   # exp_pnl is relative to the session already
     rows["real_net"] = rows["realised_pnl"] - cost
     rows["real_rel"] = rows["realised_pnl"] - rows.groupby("date")["realised_pnl"].transform("mean")
@@ -50,8 +52,9 @@ def reliability_table(oos: pd.DataFrame, horizon: str, cost: float) -> pd.DataFr
     pct = rows.groupby("date")["pred_net"].rank(method="first", pct=True)
     rows["decile"] = np.ceil(pct * DECILES).clip(1, DECILES).astype(int)
     out = []
+    regimes = rows["vol_regime"].astype("object")
     for regime in ("all", *VOL_REGIMES):
-        part = rows if regime == "all" else rows.loc[rows["vol_regime"].astype("object") == regime]
+        part = rows if regime == "all" else rows.loc[regimes == regime]
         if len(part) < DECILES * 20:
             continue
         for d, g in part.groupby("decile"):
@@ -62,14 +65,17 @@ def reliability_table(oos: pd.DataFrame, horizon: str, cost: float) -> pd.DataFr
     return pd.DataFrame(out, columns=cols)
 
 
-def expectancy_summary(oos: pd.DataFrame, horizon: str, cost: float) -> dict:
+def expectancy_summary(oos: pd.DataFrame, horizon: str, cost: float,
+                       table: pd.DataFrame | None = None) -> dict:
     """Share of names with positive predicted net expectancy on a typical session, and the
-    top-minus-bottom decile spread of realised P&L relative to the session (all regimes)."""
+    top-minus-bottom decile spread of realised P&L relative to the session (all regimes);
+    ``table``: the :func:`reliability_table` of the same arguments, when already computed."""
     rows = _rows(oos, horizon, cost)
     if rows.empty:
         return {"horizon": horizon, "rows": 0}
-    share = rows.groupby("date")["pred_net"].apply(lambda v: float((v > 0).mean()))
-    table = reliability_table(oos, horizon, cost)
+    share = (rows["pred_net"] > 0).groupby(rows["date"]).mean()
+    if table is None:
+        table = reliability_table(oos, horizon, cost)
     allr = table.loc[table["regime"] == "all"].set_index("decile")
     spread = (float(allr["real_rel"].iloc[-1] - allr["real_rel"].iloc[0]) if len(allr) else np.nan)
     corr = rows[["pred_net", "real_rel"]].corr(method="spearman").iloc[0, 1]

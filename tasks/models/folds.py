@@ -34,12 +34,13 @@ import shutil
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks.features.regimes import VolRegimeCuts
 from tasks.models.barrier import feature_reference, payoff_stats
 from tasks.models.manifests import manifest_path, read_manifest_file
-from tasks.models.metrics import metrics_table
+from tasks.models.metrics import OOSMeasures
 from tasks.models.registry import Baseline, RegistryError, baseline_dir, load_baseline, save_baseline
 from tasks.models.skill import skill_record
 from tasks.models.train import FoldModel
@@ -99,13 +100,33 @@ def _scoring_cuts(parts: dict[str, FoldModel], plan_horizon: str) -> tuple[str, 
     return name, parts[name].cuts
 
 
+def known_sessions(measures: OOSMeasures, sessions: pd.DatetimeIndex, test_start: pd.Timestamp,
+                   horizons: dict[str, int]) -> dict[str, np.ndarray]:
+    """Per horizon, which dates of ``measures`` hold labels complete before ``test_start`` (the
+    rule of :func:`known_before`, applied to each date once)."""
+    before = np.asarray(measures.dates < test_start)
+    return {name: before & purged_train_mask(pd.Series(measures.dates), sessions, test_start,
+                                             test_start, h, 0)
+            for name, h in horizons.items()}
+
+
+def _narrow(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """The columns of ``frame`` that exist, in that order, once each (its index kept)."""
+    return frame[[c for c in dict.fromkeys(columns) if c in frame.columns]]
+
+
 def fold_manifest(bid: str, parts: dict[str, FoldModel], frame: pd.DataFrame,
-                  sessions: pd.DatetimeIndex, oos: pd.DataFrame, settings: AppSettings,
-                  common: dict[str, Any], now: str) -> tuple[dict[str, Any], VolRegimeCuts]:
+                  sessions: pd.DatetimeIndex, oos: pd.DataFrame | OOSMeasures,
+                  settings: AppSettings, common: dict[str, Any], now: str
+                  ) -> tuple[dict[str, Any], VolRegimeCuts]:
     """The manifest of one fold (module docstring) and the cut points it scores with.
 
     ``common``: the parent's keys that describe the data and settings rather than a model
-    (feature schema hash and columns, data and config hashes, data source, survivorship)."""
+    (feature schema hash and columns, data and config hashes, data source, survivorship).
+    ``oos``: the out-of-sample rows, or their :class:`~tasks.models.metrics.OOSMeasures` shared
+    by every fold (the earlier folds' figures are then combined from per-date parts computed
+    once, with the same result)."""
+    measures = oos if isinstance(oos, OOSMeasures) else OOSMeasures(oos)
     any_fold = next(iter(parts.values())).fold
     test_start, test_end = any_fold.test_start, any_fold.test_end
     train_start = min(fm.fold.train_start for fm in parts.values())
@@ -115,11 +136,11 @@ def fold_manifest(bid: str, parts: dict[str, FoldModel], frame: pd.DataFrame,
     lookback = settings.models.calibration_lookback_years
     payoff = {n: payoff_stats(frame, cuts, {n: fm.model.h}, fm.fold.train_end, lookback)[n]
               for n, fm in parts.items()}
-    earlier = known_before(oos.loc[oos["date"] < test_start], sessions, test_start, horizons)
-    earlier = earlier.loc[earlier["horizon"].isin(list(horizons))]
+    known = known_sessions(measures, sessions, test_start, horizons)
     lags = {n: max(0, h - 1) for n, h in horizons.items()}
-    overall = metrics_table(earlier, by=None, horizon_lags=lags)
-    per_regime = metrics_table(earlier, by=["vol_regime"], horizon_lags=lags)
+    overall = measures.table(None, sessions=known, horizon_lags=lags)
+    per_regime = measures.table(["vol_regime"], sessions=known, horizon_lags=lags)
+    rows = {n: measures.rows(n, (), known) for n in horizons}
     manifest = {
         "id": fold_id(bid, any_fold.name), "parent": bid, "created_at": now, **common,
         "fold": {"name": any_fold.name, "train_start": _day(train_start),
@@ -139,13 +160,13 @@ def fold_manifest(bid: str, parts: dict[str, FoldModel], frame: pd.DataFrame,
         "payoff": payoff,
         "feature_reference": feature_reference(frame, common["feature_columns"], train_end,
                                                lookback),
-        "skill": skill_record(earlier, settings),
+        "skill": skill_record(measures, settings, known),
         "metrics": {"overall": overall.to_dict(orient="records"),
                     "per_regime": per_regime.to_dict(orient="records")},
         "validation_basis": {
-            "rows": {n: int((earlier["horizon"] == n).sum()) for n in horizons},
-            "last_date": {n: (_day(earlier.loc[earlier["horizon"] == n, "date"].max())
-                              if (earlier["horizon"] == n).any() else None) for n in horizons},
+            "rows": {n: int(len(rows[n])) for n in horizons},
+            "last_date": {n: (_day(measures.dates[measures.date_code[rows[n]].max()])
+                              if len(rows[n]) else None) for n in horizons},
             "rule": "out-of-sample rows of earlier folds whose label was complete before "
                     "the test block"},
     }
@@ -154,16 +175,35 @@ def fold_manifest(bid: str, parts: dict[str, FoldModel], frame: pd.DataFrame,
 
 def save_fold_baselines(paths: Paths, bid: str, kept: dict[str, list[FoldModel]],
                         frame: pd.DataFrame, sessions: pd.DatetimeIndex, oos: pd.DataFrame,
-                        settings: AppSettings, common: dict[str, Any], now: str
-                        ) -> dict[str, Any]:
+                        settings: AppSettings, common: dict[str, Any], now: str,
+                        measures: OOSMeasures | None = None) -> dict[str, Any]:
     """Save every fold of ``bid`` (replacing folds a previous training of that id left) and
-    return the index the parent manifest keeps as ``fold_models``."""
+    return the index the parent manifest keeps as ``fold_models``.
+
+    The folds share one :class:`~tasks.models.metrics.OOSMeasures` of ``oos`` (``measures``
+    when given, e.g. to be shared with the reports) and read only the columns of ``frame`` their
+    payoff statistics and feature reference use."""
     folder = baseline_dir(paths, bid) / FOLDS
     if folder.is_dir():
         shutil.rmtree(folder)
+    blocks = group_by_block(kept)
+    names = sorted({n for parts in blocks.values() for n in parts})
+    regime_features = sorted({fm.cuts.feature for parts in blocks.values()
+                              for fm in parts.values()})
+    columns = ["date", "atr_pct", *regime_features,
+               *[f"{k}_{n}" for n in names for k in ("label", "outcome", "fwd_return")],
+               *common["feature_columns"]]
+    narrow = _narrow(frame, columns)
+    outcomes = [f"outcome_{n}" for n in names
+                if f"outcome_{n}" in narrow and f"outcome_{n}" not in common["feature_columns"]]
+    # the outcomes as payoff_stats reads them (objects), converted once
+    narrow = narrow.assign(**{c: narrow[c].astype("object") for c in outcomes})
+    if measures is None or measures.oos is not oos:
+        measures = OOSMeasures(oos)
     index = []
-    for name, parts in group_by_block(kept).items():
-        manifest, cuts = fold_manifest(bid, parts, frame, sessions, oos, settings, common, now)
+    for name, parts in blocks.items():
+        manifest, cuts = fold_manifest(bid, parts, narrow, sessions, measures, settings, common,
+                                       now)
         save_baseline(paths, manifest["id"], {n: fm.model for n, fm in parts.items()}, cuts,
                       manifest)
         fold = manifest["fold"]

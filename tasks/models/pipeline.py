@@ -20,9 +20,10 @@ from tasks.features.labels import __doc__ as LABEL_DOC
 from tasks.features.regimes import fit_vol_regime_cuts
 from tasks.io import atomic_write, atomic_write_parquet
 from tasks.models.barrier import feature_reference, payoff_stats
+from tasks.models.expectancy_report import COLUMNS as EXPECTANCY_COLUMNS
 from tasks.models.expectancy_report import expectancy_summary, reliability_table
 from tasks.models.folds import save_fold_baselines
-from tasks.models.metrics import metrics_table
+from tasks.models.metrics import OOSMeasures
 from tasks.models.registry import backtest_gate_refusal, promote, read_registry, save_baseline
 from tasks.models.reports import card_metrics, write_model_card, write_validation_report
 from tasks.models.skill import SKILLED, headline, skill_record
@@ -178,33 +179,39 @@ def run_training(paths: Paths, settings: AppSettings, now: str, start: str | Non
               "feature_reference": feature_reference(frame, feature_columns(settings), last,
                                                      lookback)}
     say("fold models")
+    measures = OOSMeasures(oos, _lags(settings))   # the fold manifests' and the reports' figures
     extras["fold_models"] = save_fold_baselines(paths, bid, kept, frame, sess, oos, settings,
-                                                _common(settings, store_meta), now)
+                                                _common(settings, store_meta), now, measures)
     result = _write_all(paths, settings, bid, (first, last), store_meta, now, cuts, models, oos,
-                        folds, say, extras)
+                        folds, say, extras, measures)
     say.finish(f"baseline {bid} written")
     return result
 
 
 def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, folds, say,
-               extras: dict | None = None) -> TrainResult:
+               extras: dict | None = None, measures: OOSMeasures | None = None) -> TrainResult:
+    """Metrics, skill, manifest, baseline files, validation report and model card of ``oos``;
+    ``measures``: its :class:`~tasks.models.metrics.OOSMeasures` when the caller has one (every
+    table here shares its per-date figures)."""
     say("metrics and reports")
     lags = _lags(settings)
-    overall = metrics_table(oos, by=None, horizon_lags=lags)
-    per_regime = metrics_table(oos, by=["vol_regime"], horizon_lags=lags)
-    per_fold = metrics_table(oos, by=["fold"], horizon_lags=lags)
+    if measures is None or measures.oos is not oos:
+        measures = OOSMeasures(oos, lags)
+    overall = measures.table(None, horizon_lags=lags)
+    per_regime = measures.table(["vol_regime"], horizon_lags=lags)
+    per_fold = measures.table(["fold"], horizon_lags=lags)
     manifest = _manifest(bid, settings, span, store_meta, now, cuts, models, overall, per_regime,
                          folds)
     manifest.update(extras or {})
     # judged on the raw probability: it exists for every OOS row, first fold included
-    raw = metrics_table(oos, by=None, p_col="p_raw", horizon_lags=lags)
+    raw = measures.table(None, p_col="p_raw", only=frozenset({"auc"}), horizon_lags=lags)
     suspect = raw.loc[raw["auc"] > settings.models.max_plausible_auc, "horizon"].tolist()
     manifest["leakage_suspect"] = suspect
     if suspect:
         say(f"presumed leakage: OOS AUC above {settings.models.max_plausible_auc} for {suspect}")
-    manifest["skill"] = skill = skill_record(oos, settings)
+    manifest["skill"] = skill = skill_record(measures, settings)
     exp_table, manifest["expectancy"] = _expectancy_validation(oos, settings)
-    manifest["signal"], signal_tables = _signal_quality(oos, settings)
+    manifest["signal"], signal_tables = _signal_quality(oos, settings, measures)
     active = read_registry(paths).get("active")
     promoted, promotion = _promotion(active, suspect, skill, backtest_gate_refusal(paths, bid))
     model_dir = save_baseline(paths, bid, models, cuts, manifest)
@@ -222,8 +229,8 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
     meta["signal_tables"] = signal_tables
     meta["skill_verdict"] = headline(skill, None if promoted or skill["verdict"] != SKILLED
                                      else f"Not promoted automatically: {promotion}")
-    write_validation_report(oos, report_dir, meta)
-    card = card_metrics(oos, horizon_lags=lags)
+    write_validation_report(oos, report_dir, meta, measures)
+    card = card_metrics(oos, horizon_lags=lags, measures=measures)
     write_model_card(model_dir / "model_card.md", meta, card)
     write_model_card(paths.home / "docs" / "model_card.md", meta, card)
     if promoted:
@@ -232,22 +239,25 @@ def _write_all(paths, settings, bid, span, store_meta, now, cuts, models, oos, f
                        promotion)
 
 
-def _signal_quality(oos: pd.DataFrame, settings: AppSettings) -> tuple[dict, dict]:
+def _signal_quality(oos: pd.DataFrame, settings: AppSettings,
+                    measures: OOSMeasures | None = None) -> tuple[dict, dict]:
     """Signal quality of the score the plan ranks names by (``rank_score`` where the horizon has
     one, else ``p_cal``) per horizon of ``labels.horizons`` (h sessions, Newey-West lag h - 1),
-    costs 5 bps per side per leg: the manifest's JSON-safe summaries and the report's tables."""
+    costs 5 bps per side per leg: the manifest's JSON-safe summaries and the report's tables
+    (``measures``: the OOS measures that keep their parts for the report's figures)."""
     from tasks.models.reports import SIGNAL_COST_BPS, signal_quality
 
-    return signal_quality(oos, settings.labels.horizons, SIGNAL_COST_BPS)
+    return signal_quality(oos, settings.labels.horizons, SIGNAL_COST_BPS, measures)
 
 
 def _expectancy_validation(oos: pd.DataFrame, settings: AppSettings) -> tuple[pd.DataFrame, dict]:
     """Predicted against realised expectancy of the plan horizon, on calibrated OOS rows."""
     horizon = settings.fusion.plan_horizon
     cost = 2 * (settings.guardrails.fee_pct + settings.execution.fill.half_spread_bps / 1e4)
-    calibrated = oos.loc[oos["p_cal"].notna()] if "p_cal" in oos else oos
-    return (reliability_table(calibrated, horizon, cost),
-            expectancy_summary(calibrated, horizon, cost))
+    columns = [c for c in ("horizon", *EXPECTANCY_COLUMNS) if c in oos.columns]
+    calibrated = oos.loc[oos["p_cal"].notna(), columns] if "p_cal" in oos else oos[columns]
+    table = reliability_table(calibrated, horizon, cost)
+    return table, expectancy_summary(calibrated, horizon, cost, table)
 
 
 def _promotion(active: str | None, suspect: list[str], skill: dict,

@@ -14,9 +14,16 @@ from jinja2 import Environment
 from markupsafe import Markup
 
 from tasks.models.expectancy_report import reliability_png
-from tasks.models.metrics import calibration_curve_points, lift_curve_points, metrics_table
+from tasks.models.metrics import (
+    OOSMeasures,
+    calibration_curve_points,
+    lift_curve_points,
+    metrics_table,
+)
 from tasks.models.signal_report import (
     HORIZON_SESSIONS,
+    horizon_length,
+    signal_parts,
     signal_report_html,
     signal_summary,
     signal_tables,
@@ -178,7 +185,7 @@ def _header(meta: dict) -> list[tuple[str, str]]:
 
 def _ordered_regimes(values: Any) -> list[str]:
     """Known regimes present in ``values``, in low/med/high order."""
-    present = set(pd.Series(values).dropna().astype(str))
+    present = set(pd.Series(values).dropna().astype(str).unique())
     return [r for r in REGIMES if r in present]
 
 
@@ -193,20 +200,32 @@ def _regime_sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def validation_table(oos: pd.DataFrame, by: list[str] | None = None,
-                     horizon_lags: dict[str, int] | None = None) -> pd.DataFrame:
-    """Calibrated metrics per (horizon, *by); raw brier/ece/log_loss beside them on the same rows."""
+                     horizon_lags: dict[str, int] | None = None,
+                     measures: OOSMeasures | None = None) -> pd.DataFrame:
+    """Calibrated metrics per (horizon, *by); raw brier/ece/log_loss beside them on the same rows.
+
+    ``measures``: the :class:`~tasks.models.metrics.OOSMeasures` of ``oos``, whose tables and
+    per-date figures are shared with the other tables (the same numbers)."""
     keys = ["horizon", *(by or [])]
-    cal = metrics_table(oos, by, "p_cal", horizon_lags)
-    raw = metrics_table(oos.loc[oos["p_cal"].notna()], by, "p_raw", horizon_lags)[[*keys, *SIDE_BY_SIDE]]
+    if measures is None:
+        cal = metrics_table(oos, by, "p_cal", horizon_lags)
+        raw = metrics_table(oos.loc[oos["p_cal"].notna()], by, "p_raw", horizon_lags)
+    else:
+        lags = horizon_lags or {}
+        cal = measures.table(by, "p_cal", horizon_lags=lags)
+        raw = measures.table(by, "p_raw", need=("p_cal",), only=frozenset(SIDE_BY_SIDE),
+                             horizon_lags=lags)
+    raw = raw[[*keys, *SIDE_BY_SIDE]]
     merged = cal.merge(raw, on=keys, how="left", suffixes=("_cal", "_raw"))
     return _regime_sorted(merged[[*keys, *REPORT_COLUMNS]])
 
 
-def _tables(oos: pd.DataFrame, lags: dict[str, int] | None) -> dict[str, pd.DataFrame]:
+def _tables(oos: pd.DataFrame, lags: dict[str, int] | None,
+            measures: OOSMeasures | None = None) -> dict[str, pd.DataFrame]:
     """Overall, per-regime and per-year validation tables."""
-    return {"overall": validation_table(oos, None, lags),
-            "regime": validation_table(oos, ["vol_regime"], lags),
-            "year": validation_table(oos, ["year"], lags)}
+    return {"overall": validation_table(oos, None, lags, measures),
+            "regime": validation_table(oos, ["vol_regime"], lags, measures),
+            "year": validation_table(oos, ["year"], lags, measures)}
 
 
 def _overall_lines(row: pd.Series) -> list[str]:
@@ -245,9 +264,9 @@ def _text_report(meta: dict, tables: dict[str, pd.DataFrame], horizons: list[str
 
 
 def _labelled(oos: pd.DataFrame, regime: str, horizon: str) -> pd.DataFrame:
-    """Rows with a label for one regime and horizon."""
+    """Rows with a label for one regime and horizon: the label and both probabilities."""
     mask = (oos["vol_regime"] == regime) & (oos["horizon"] == horizon) & oos["label"].notna()
-    return oos.loc[mask]
+    return oos.loc[mask, ["label", "p_raw", "p_cal"]]
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -392,7 +411,18 @@ def signal_horizons(meta: dict, horizons: list[str]) -> dict[str, int]:
     return out
 
 
-def signal_quality(oos: pd.DataFrame, horizons: Mapping[str, int], cost_bps: float = SIGNAL_COST_BPS
+def _memo(oos: pd.DataFrame, measures: OOSMeasures | None) -> dict | None:
+    """Where figures derived from ``oos`` are kept: its measures' memo (None without one)."""
+    return measures.memo if measures is not None and measures.oos is oos else None
+
+
+def _signal_key(name: str, score: str, h: int, cost_bps: float) -> tuple:
+    """The memo key of one horizon's signal parts."""
+    return ("signal_parts", name, score, int(h), float(cost_bps))
+
+
+def signal_quality(oos: pd.DataFrame, horizons: Mapping[str, int],
+                   cost_bps: float = SIGNAL_COST_BPS, measures: OOSMeasures | None = None
                    ) -> tuple[dict[str, dict], dict[str, dict[str, pd.DataFrame]]]:
     """Signal quality of the ranking score per horizon, out of sample, keyed by horizon.
 
@@ -402,22 +432,28 @@ def signal_quality(oos: pd.DataFrame, horizons: Mapping[str, int], cost_bps: flo
     (:func:`tasks.models.signal_report.signal_summary`, JSON-safe: finite floats or None; the
     judged column under ``"score"``) and the report's tables
     (:func:`tasks.models.signal_report.signal_tables`). Horizons absent from ``oos`` are left
-    out, and every horizon when ``oos`` has no ``fwd_return``.
+    out, and every horizon when ``oos`` has no ``fwd_return``. ``measures``: the
+    :class:`~tasks.models.metrics.OOSMeasures` of ``oos``, which keeps each horizon's
+    :func:`~tasks.models.signal_report.signal_parts` for the report's figures.
     """
     summaries: dict[str, dict] = {}
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     if not {"horizon", "date", "fwd_return"} <= set(oos.columns):
         return summaries, tables
     rows = signal_rows(oos)
-    present = set(oos["horizon"].dropna().astype(str))
+    present = set(oos["horizon"].dropna().astype(str).unique())
     for name, h in horizons.items():
         if name not in present:
             continue
         h, score = int(h), signal_score(rows, name)
         lag = max(0, h - 1)
-        summary = signal_summary(rows, name, lag, cost_bps, score=score, h=h)
+        parts = signal_parts(rows, name, score, cost_bps, h=h, nw_lag=lag)
+        memo = _memo(oos, measures)
+        if memo is not None:
+            memo[_signal_key(name, score, h, cost_bps)] = parts
+        summary = signal_summary(rows, name, lag, cost_bps, score=score, h=h, parts=parts)
         summaries[name] = {k: _json_safe(v) for k, v in summary.items()}
-        tables[name] = signal_tables(rows, name, lag, cost_bps, score=score, h=h)
+        tables[name] = signal_tables(rows, name, lag, cost_bps, score=score, h=h, parts=parts)
     return summaries, tables
 
 
@@ -528,18 +564,22 @@ def _signal_csv(tables: Mapping[str, pd.DataFrame], name: str) -> pd.DataFrame:
     return out[["table", *[c for c in out.columns if c != "table"]]]
 
 
-def _signal_sections(oos: pd.DataFrame, meta: dict, folder: Path, horizons: list[str]
-                     ) -> tuple[list[dict], dict[str, Path]]:
+def _signal_sections(oos: pd.DataFrame, meta: dict, folder: Path, horizons: list[str],
+                     measures: OOSMeasures | None = None) -> tuple[list[dict], dict[str, Path]]:
     """Per horizon: headline, note, display tables, the two figures and ``signal_<horizon>.csv``.
 
     The summaries and tables come from ``meta["signal"]`` / ``meta["signal_tables"]`` (written by
     training), else are computed here (:func:`signal_quality`, lengths from :func:`signal_horizons`).
-    Returns the sections and the files written, keyed by stem.
+    Returns the sections and the files written, keyed by stem. The figures reuse the
+    :func:`~tasks.models.signal_report.signal_parts` that ``measures`` keeps for their rows,
+    score and length, when it does.
     """
     summaries, tables = meta.get("signal"), meta.get("signal_tables")
     if not isinstance(summaries, dict) or not isinstance(tables, dict):
-        summaries, tables = signal_quality(oos, signal_horizons(meta, horizons))
+        summaries, tables = signal_quality(oos, signal_horizons(meta, horizons),
+                                           measures=measures)
     rows = signal_rows(oos)
+    memo = _memo(oos, measures) or {}
     sections, files = [], {}
     for name, raw in tables.items():
         summary = summaries.get(name)
@@ -550,7 +590,10 @@ def _signal_sections(oos: pd.DataFrame, meta: dict, folder: Path, horizons: list
         files[csv.stem] = csv
         figures = {}
         if "fwd_return" in rows.columns and summary.get("score") in rows.columns:
-            figures = write_signal_figures(rows, name, folder, score=summary["score"], h=summary.get("h"))
+            key = _signal_key(name, summary["score"], horizon_length(name, summary.get("h")),
+                              SIGNAL_COST_BPS)
+            figures = write_signal_figures(rows, name, folder, score=summary["score"],
+                                           h=summary.get("h"), parts=memo.get(key))
             files.update({path.stem: path for path in figures.values()})
         shown = {f"Rank IC by year ({name})": _display(raw.get(f"IC by year ({name})"), IC_DISPLAY),
                  f"Forward return by score decile ({name})":
@@ -574,17 +617,19 @@ def _signal_text(sections: list[dict]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict[str, Path]:
+def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict,
+                            measures: OOSMeasures | None = None) -> dict[str, Path]:
     """Write validation_report.txt, per-regime PNG curves and report.html into ``folder``; paths by stem.
 
     Also the signal quality of the ranking score per horizon (rank IC by year, decile returns,
     top minus bottom decile net of costs, top-decile turnover; see :func:`_signal_sections`):
     a section in both reports, ``signal_ic_by_year_<horizon>.png``, ``signal_deciles_<horizon>.png``
-    and ``signal_<horizon>.csv``."""
+    and ``signal_<horizon>.csv``. ``measures``: the :class:`~tasks.models.metrics.OOSMeasures`
+    of ``oos`` the tables are taken from (the same numbers, shared with the caller's)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     horizons = sorted(oos["horizon"].dropna().astype(str).unique())
-    tables = _tables(oos, horizon_lags(meta))
+    tables = _tables(oos, horizon_lags(meta), measures)
     paths = {"validation_report": folder / "validation_report.txt", "report": folder / "report.html"}
     text = _text_report(meta, tables, horizons)
     figures = _figures(oos, folder, horizons)
@@ -597,7 +642,7 @@ def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict
             figures["expectancy_reliability"] = png
         text += "\nExpectancy (plan horizon), out of sample\n" + expectancy_text(
             meta.get("expectancy", {})) + "\n\n" + exp_table.to_string(index=False) + "\n"
-    signal, signal_files = _signal_sections(oos, meta, folder, horizons)
+    signal, signal_files = _signal_sections(oos, meta, folder, horizons, measures)
     text += _signal_text(signal)
     paths["validation_report"].write_text(text, encoding="utf-8")
     paths["report"].write_text(_html_report(meta, tables, horizons, figures, signal), encoding="utf-8")
@@ -605,10 +650,17 @@ def write_validation_report(oos: pd.DataFrame, folder: Path, meta: dict) -> dict
 
 
 def card_metrics(oos: pd.DataFrame, p_col: str = "p_cal",
-                 horizon_lags: dict[str, int] | None = None) -> pd.DataFrame:
-    """Metrics for the model card: overall rows (vol_regime "all") then per-regime rows, per horizon."""
-    overall = metrics_table(oos, None, p_col, horizon_lags).assign(vol_regime="all")
-    regime = metrics_table(oos, ["vol_regime"], p_col, horizon_lags)
+                 horizon_lags: dict[str, int] | None = None,
+                 measures: OOSMeasures | None = None) -> pd.DataFrame:
+    """Metrics for the model card: overall rows (vol_regime "all") then per-regime rows, per horizon
+    (``measures``: the :class:`~tasks.models.metrics.OOSMeasures` of ``oos`` to take them from)."""
+    if measures is None:
+        overall = metrics_table(oos, None, p_col, horizon_lags)
+        regime = metrics_table(oos, ["vol_regime"], p_col, horizon_lags)
+    else:
+        overall = measures.table(None, p_col, horizon_lags=horizon_lags or {})
+        regime = measures.table(["vol_regime"], p_col, horizon_lags=horizon_lags or {})
+    overall = overall.assign(vol_regime="all")
     return _regime_sorted(pd.concat([overall, regime], ignore_index=True))
 
 

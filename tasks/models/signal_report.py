@@ -163,8 +163,11 @@ def ic_by_year(oos: pd.DataFrame, horizon: str, score: str = "p_cal", nw_lag: in
     ``ic_positive`` (share of sessions with a positive IC). Empty frame when no session has
     an IC.
     """
-    lag = _lag(nw_lag, horizon_length(horizon, h))
-    rows = _rows(oos, horizon, score)
+    return _ic_table(_rows(oos, horizon, score), _lag(nw_lag, horizon_length(horizon, h)))
+
+
+def _ic_table(rows: pd.DataFrame, lag: int) -> pd.DataFrame:
+    """:func:`ic_by_year` of the rows of :func:`_rows`."""
     ic = daily_rank_ic(rows["s"], rows["fwd"], rows["date"]) if len(rows) else pd.Series(dtype=float)
     if ic.empty:
         return pd.DataFrame(columns=IC_YEAR_COLUMNS)
@@ -215,9 +218,14 @@ def decile_returns(oos: pd.DataFrame, horizon: str, score: str = "p_cal", cost_b
       number of those non-overlapping periods).
     """
     hh = horizon_length(horizon, h)
-    lag = _lag(nw_lag, hh)
-    cost = 4.0 * float(cost_bps) / 1e4
     rows, w = _decile_weights(_rows(oos, horizon, score))
+    return _decile_table(rows, w, hh, _lag(nw_lag, hh), cost_bps)
+
+
+def _decile_table(rows: pd.DataFrame, w: np.ndarray, hh: int, lag: int, cost_bps: float
+                  ) -> dict[str, Any]:
+    """:func:`decile_returns` of the rows and weights of :func:`_decile_weights`."""
+    cost = 4.0 * float(cost_bps) / 1e4
     empty_ls = {"sessions": 0, "ls_gross_mean": NAN, "ls_cost": cost, "ls_net_mean": NAN,
                 "ls_t_nw": NAN, "ls_sharpe": NAN, "periods": 0}
     if rows.empty:
@@ -260,6 +268,11 @@ def top_decile_turnover(oos: pd.DataFrame, horizon: str, score: str = "p_cal",
     """
     hh = horizon_length(horizon, h)
     rows, w = _decile_weights(_rows(oos, horizon, score))
+    return _turnover(rows, w, hh)
+
+
+def _turnover(rows: pd.DataFrame, w: np.ndarray, hh: int) -> dict[str, Any]:
+    """:func:`top_decile_turnover` of the rows and weights of :func:`_decile_weights`."""
     out: dict[str, Any] = {"turnover": NAN, "turnover_median": NAN, "rebalances": 0,
                            "top_names": NAN}
     if rows.empty:
@@ -354,9 +367,24 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], X_test
 
 # --------------------------------------------------------------------------- summary, tables
 
+def signal_parts(oos: pd.DataFrame, horizon: str, score: str = "p_cal", cost_bps: float = 5.0,
+                 *, h: int | None = None, nw_lag: int | None = None) -> dict[str, Any]:
+    """What :func:`signal_summary`, :func:`signal_tables` and :func:`write_signal_figures` are
+    made of, each computed once from one selection and ranking of the rows: ``"h"``, ``"lag"``,
+    ``"cost_bps"``, ``"years"`` (:func:`ic_by_year`), ``"deciles"`` (:func:`decile_returns`)
+    and ``"turnover"`` (:func:`top_decile_turnover`)."""
+    hh = horizon_length(horizon, h)
+    lag = _lag(nw_lag, hh)
+    rows = _rows(oos, horizon, score)
+    weighted, w = _decile_weights(rows)
+    return {"h": hh, "lag": lag, "cost_bps": cost_bps, "years": _ic_table(rows, lag),
+            "deciles": _decile_table(weighted, w, hh, lag, cost_bps),
+            "turnover": _turnover(weighted, w, hh)}
+
+
 def signal_summary(oos: pd.DataFrame, horizon: str, nw_lag: int | None = None,
                    cost_bps: float = 5.0, *, score: str = "p_cal",
-                   h: int | None = None) -> dict[str, Any]:
+                   h: int | None = None, parts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Headline signal figures of one horizon for a manifest (plain floats/ints; NaN where a
     figure cannot be measured - convert to None before writing strict JSON).
 
@@ -364,14 +392,16 @@ def signal_summary(oos: pd.DataFrame, horizon: str, nw_lag: int | None = None,
     ``ic_mean``, ``ic_t_nw``, ``icir``, ``ic_positive``, ``ls_gross_mean``, ``ls_net_mean``,
     ``ls_t_nw``, ``ls_sharpe`` (see :func:`decile_returns`), ``top_decile_turnover``,
     ``top10_mean_return`` / ``bottom10_mean_return`` (decile means per trade).
+    ``parts``: :func:`signal_parts` of the same arguments, when already computed.
     """
-    hh = horizon_length(horizon, h)
-    lag = _lag(nw_lag, hh)
-    years = ic_by_year(oos, horizon, score, lag, h=hh)
+    if parts is None:
+        parts = signal_parts(oos, horizon, score, cost_bps, h=h, nw_lag=nw_lag)
+    hh, lag = parts["h"], parts["lag"]
+    years = parts["years"]
     allrow = years.loc[years["year"] == "all"]
-    dec = decile_returns(oos, horizon, score, cost_bps, h=hh, nw_lag=lag)
+    dec = parts["deciles"]
     ls, table = dec["long_short"], dec["deciles"].set_index("decile")
-    turn = top_decile_turnover(oos, horizon, score, h=hh)
+    turn = parts["turnover"]
 
     def first(col: str) -> float:
         return float(allrow[col].iloc[0]) if len(allrow) else NAN
@@ -391,19 +421,21 @@ def signal_summary(oos: pd.DataFrame, horizon: str, nw_lag: int | None = None,
 
 def signal_tables(oos: pd.DataFrame, horizon: str, nw_lag: int | None = None,
                   cost_bps: float = 5.0, *, score: str = "p_cal",
-                  h: int | None = None) -> dict[str, pd.DataFrame]:
+                  h: int | None = None, parts: dict[str, Any] | None = None
+                  ) -> dict[str, pd.DataFrame]:
     """The report's tables of one horizon, keyed for :func:`signal_report_html`:
     ``"IC by year (<horizon>)"``, ``"Decile returns (<horizon>)"`` and
     ``"Long-short and turnover (<horizon>)"`` (one row: the long-short dict of
-    :func:`decile_returns` plus the top-decile turnover)."""
-    hh = horizon_length(horizon, h)
-    lag = _lag(nw_lag, hh)
-    dec = decile_returns(oos, horizon, score, cost_bps, h=hh, nw_lag=lag)
-    turn = top_decile_turnover(oos, horizon, score, h=hh)
+    :func:`decile_returns` plus the top-decile turnover). ``parts``: :func:`signal_parts` of
+    the same arguments, when already computed."""
+    if parts is None:
+        parts = signal_parts(oos, horizon, score, cost_bps, h=h, nw_lag=nw_lag)
+    hh = parts["h"]
+    dec, turn = parts["deciles"], parts["turnover"]
     ls = pd.DataFrame([{"h": hh, "cost_bps": float(cost_bps), **dec["long_short"],
                         "turnover": turn["turnover"], "rebalances": turn["rebalances"],
                         "top_names": turn["top_names"]}])
-    return {f"IC by year ({horizon})": ic_by_year(oos, horizon, score, lag, h=hh),
+    return {f"IC by year ({horizon})": parts["years"],
             f"Decile returns ({horizon})": dec["deciles"],
             f"Long-short and turnover ({horizon})": ls}
 
@@ -487,7 +519,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def write_signal_figures(oos: pd.DataFrame, horizon: str, folder: Path, *,
-                         score: str = "p_cal", h: int | None = None) -> dict[str, Path]:
+                         score: str = "p_cal", h: int | None = None,
+                         parts: dict[str, Any] | None = None) -> dict[str, Path]:
     """Two PNGs of one horizon in ``folder`` (created), Agg backend, reproducible bytes:
 
     - ``"IC by year (<horizon>)"`` -> ``signal_ic_by_year_<horizon>.png``: mean daily rank IC
@@ -496,11 +529,12 @@ def write_signal_figures(oos: pd.DataFrame, horizon: str, folder: Path, *,
     - ``"Decile returns (<horizon>)"`` -> ``signal_deciles_<horizon>.png``: mean forward
       simple return per trade by score decile, in %.
 
-    A figure with nothing to draw is not written (and not in the dict).
+    A figure with nothing to draw is not written (and not in the dict). ``parts``:
+    :func:`signal_parts` of the same rows, score and h (lag h - 1), when already computed.
     """
     folder = Path(folder)
     out: dict[str, Path] = {}
-    years = ic_by_year(oos, horizon, score, h=h)
+    years = parts["years"] if parts is not None else ic_by_year(oos, horizon, score, h=h)
     if len(years):
         fig = _new_figure((6.4, 3.6))
         ax = fig.add_subplot()
@@ -515,7 +549,8 @@ def write_signal_figures(oos: pd.DataFrame, horizon: str, folder: Path, *,
         ax.set_title(f"Rank IC by year, {horizon} ({score}), bars: \u00b12 NW s.e.")
         fig.tight_layout()
         out[f"IC by year ({horizon})"] = _save(fig, folder / f"signal_ic_by_year_{horizon}.png")
-    deciles = decile_returns(oos, horizon, score, h=h)["deciles"]
+    deciles = (parts["deciles"] if parts is not None
+               else decile_returns(oos, horizon, score, h=h))["deciles"]
     if deciles["trades"].sum() > 0:
         fig = _new_figure((6.4, 3.6))
         ax = fig.add_subplot()
@@ -532,5 +567,6 @@ def write_signal_figures(oos: pd.DataFrame, horizon: str, folder: Path, *,
 
 
 __all__ = ["COUNT_COLUMNS", "DECILES", "HORIZON_SESSIONS", "MIN_NAMES", "PERCENT_COLUMNS", "decile_returns",
-           "horizon_length", "ic_by_year", "permutation_importance", "signal_report_html",
-           "signal_summary", "signal_tables", "top_decile_turnover", "write_signal_figures"]
+           "horizon_length", "ic_by_year", "permutation_importance", "signal_parts",
+           "signal_report_html", "signal_summary", "signal_tables", "top_decile_turnover",
+           "write_signal_figures"]

@@ -128,14 +128,62 @@ def judge(figures: dict[str, Any], min_brier_skill: float, min_ic_t: float
     return (SKILLED if brier_ok and t_ok else NO_SKILL), reasons
 
 
-def skill_record(oos, settings) -> dict[str, Any]:
+def measured_figures(measures, horizon: str, nw_lag: int, fee_pct: float,
+                     sessions: dict | None = None) -> dict[str, Any]:
+    """:func:`horizon_figures` of the rows of a :class:`tasks.models.metrics.OOSMeasures` whose
+    date ``sessions`` keeps (per horizon; every row when None), from its per-date figures."""
+    import numpy as np
+    import pandas as pd
+
+    from tasks.models.metrics import summarise_ic
+
+    d = measures.rows(horizon, ("label", "p_cal"), sessions)
+    ranked = "rank_score" in measures.columns and bool(measures.notna("rank_score")[d].any())
+    score = "rank_score" if ranked else "p_cal"
+    out: dict[str, Any] = {"score": score, "n": int(len(d)), "brier_skill": None, "ic": None,
+                           "ic_t": None, "n_dates": 0, "top_decile_net": None,
+                           "universe_net": None}
+    if len(d):
+        y, p = measures.values("label")[d], measures.values("p_cal")[d]
+        base = float(y.mean())
+        ref = base * (1.0 - base)
+        out["base_rate"] = _num(base)
+        out["brier_skill"] = _num(1.0 - float(np.mean((p - y) ** 2)) / ref) if ref > 0 else None
+        daily = measures.daily("ic", horizon, ("label", "p_cal", score), (score, "fwd_return"),
+                               sessions)
+        ic = summarise_ic(daily, nw_lag)
+        out.update(ic=_num(ic["ic_mean"]), ic_t=_num(ic["ic_t_nw"]), n_dates=int(ic["n_dates"]))
+    if "realised_pnl" in measures.columns:
+        need = ("p_cal", "realised_pnl", score)
+        if len(measures.rows(horizon, need, sessions)):
+            cost = 2.0 * fee_pct
+            hits = measures.daily("hit", horizon, need, ("realised_pnl", score), sessions)
+            top = float(pd.Series(hits).mean()) if len(hits) else float("nan")
+            uni = pd.Series(measures.daily("mean", horizon, need, ("realised_pnl",),
+                                           sessions)).mean()
+            out["top_decile_net"] = _num(top - cost)
+            out["universe_net"] = _num(uni - cost)
+            out["cost"] = cost
+    return out
+
+
+def skill_record(oos, settings, sessions: dict | None = None) -> dict[str, Any]:
     """``manifest["skill"]``: the plan horizon's figures, verdict and reasons, every horizon's
-    figures and verdict, and the thresholds used."""
+    figures and verdict, and the thresholds used.
+
+    ``oos``: the out-of-sample rows, or their :class:`tasks.models.metrics.OOSMeasures` (the
+    same figures from per-date parts computed once) with ``sessions``: per horizon, the dates
+    measured (every row when None; a horizon absent from it has no rows)."""
+    from tasks.models.metrics import OOSMeasures
+
     cfg = settings.models.skill
     fee = settings.guardrails.fee_pct
     per = {}
     for name, h in settings.labels.horizons.items():
-        fig = horizon_figures(oos, name, max(0, h - 1), fee)
+        if isinstance(oos, OOSMeasures):
+            fig = measured_figures(oos, name, max(0, h - 1), fee, sessions)
+        else:
+            fig = horizon_figures(oos, name, max(0, h - 1), fee)
         verdict, reasons = judge(fig, cfg.min_brier_skill, cfg.min_ic_t)
         per[name] = {**fig, "verdict": verdict, "reasons": reasons}
     horizon = settings.fusion.plan_horizon
