@@ -3,8 +3,9 @@
 Reads the closed episodes of a finished backtest (``reports/backtest/<S>_<E>/`` under
 ``--home``, default ``$HCP_HOME``), fits the hint walk-forward by year exactly as
 ``hcp hint fit`` does, and prints for each sizing rule on the same out-of-sample episodes:
-Sharpe (annualised), deflated Sharpe, maximum drawdown and total return, with the hint's
-ratios to each baseline, then the gate's verdict. Nothing is registered. ``--pessimism`` and
+Sharpe (annualised), deflated Sharpe, maximum drawdown and total return; the hint's Sharpe
+and deflated Sharpe minus each baseline's and its drawdown as a ratio of theirs; then the
+gate's verdict. Nothing is registered. ``--pessimism`` and
 ``--penalty-rate`` re-run the same episodes under another arm rule or reward (the reward's mix
 otherwise comes from the policy in force under the home).
 
@@ -36,6 +37,10 @@ def ratio(a: float | None, b: float | None) -> str:
     if a is None or b is None or b == 0:
         return "n/a"
     return f"{a / b:.2f}x"
+
+
+def diff(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None else f"{a - b:+.3f}"
 
 
 def main() -> int:
@@ -87,8 +92,9 @@ def main() -> int:
         h = rules["hint"]
         for base in ("constant", "vol_target"):
             b = rules[base]
-            print(f"hint / {base}: Sharpe {ratio(h['sharpe'], b['sharpe'])}, max drawdown "
-                  f"{ratio(h['max_drawdown'], b['max_drawdown'])}")
+            print(f"hint vs {base}: Sharpe {diff(h['sharpe'], b['sharpe'])}, deflated Sharpe "
+                  f"{diff(h['dsr'], b['dsr'])}, max drawdown "
+                  f"{ratio(h['max_drawdown'], b['max_drawdown'])} of {base}'s")
     print(f"gate: {'PASSED' if g['passed'] else 'FAILED'} ({g['reason']}); {took:.1f} s")
     return 0
 
