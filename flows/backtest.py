@@ -238,16 +238,27 @@ def config_of(home: Paths, settings: AppSettings, baseline_id: str, with_intrada
     from tasks.plan.sizehint import read_hint_registry
 
     return {"baseline_id": baseline_id, "shadow_id": read_registry(home).get("shadow"),
-            "settings": config_hash(settings),
+            "settings": config_hash(settings), "trading": trading_hash(settings),
             "code": runs.code_fingerprint(), "with_intraday": with_intraday,
             "store": (read_manifest(home.store) or {}).get("content_hash"),
             "size_hint": read_hint_registry(home).get("current")}
 
 
+#: Sections that do not change a backtest's decisions (where work runs, the operator's server).
+NOT_DECIDING = ("runtime", "operator")
+
+
+def trading_hash(settings: AppSettings) -> str:
+    """Hash of every other setting (fusion, sizing, risk, escalation, size hint...): a backtest
+    run under other settings is another configuration, never a resume of this one."""
+    dump = {k: v for k, v in settings.model_dump(mode="json").items() if k not in NOT_DECIDING}
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def trial_id(config: dict[str, Any]) -> str:
-    """One trial per configuration (baseline, settings and the size hint registered, if any),
-    whatever the code version."""
-    keys = ["baseline_id", "shadow_id", "settings", "with_intraday"]
+    """One trial per configuration (baseline, model and trading settings, the size hint
+    registered, if any), whatever the code version."""
+    keys = ["baseline_id", "shadow_id", "settings", "trading", "with_intraday"]
     if config.get("size_hint"):
         keys.append("size_hint")
     key = json.dumps({k: config[k] for k in keys}, sort_keys=True)

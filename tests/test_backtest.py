@@ -267,3 +267,23 @@ def test_decisions_only_say_there_is_no_pnl(trained_copy, monkeypatch):
     assert all(not g["passed"] for g in gates["gates"] if g["name"] in ("sharpe", "psr"))
     table = pd.read_csv(res.folder / "sessions.csv")
     assert len(table) == 4 and (res.folder / "tearsheet.html").is_file()
+
+
+def test_other_trading_settings_are_another_configuration_not_a_resume(tmp_path):
+    """A backtest rerun with another fusion, sizing or size-hint setting starts afresh and is
+    another trial; where the work runs (runtime) changes neither."""
+    from flows.backtest import config_of, trial_id
+    from tasks.settings import load_settings
+
+    home = Paths(tmp_path)
+    base = load_settings()
+    def cfg(**sections):
+        s = base.model_copy(update={k: getattr(base, k).model_copy(update=v)
+                                    for k, v in sections.items()})
+        return config_of(home, s, "b1", True)
+    ref = cfg()
+    for changed in (cfg(size_hint={"require_gate": False}), cfg(fusion={"expectancy_z": 0.0}),
+                    cfg(guardrails={"rl_missing_size_factor": 1.0})):
+        assert changed != ref and trial_id(changed) != trial_id(ref)
+    same = cfg(runtime={"score_block_sessions": 5})
+    assert same == ref and trial_id(same) == trial_id(ref)
