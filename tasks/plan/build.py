@@ -50,7 +50,7 @@ class SessionInputs:
     book: Book
     context: pd.DataFrame | None = None    # symbol + CONTEXT_COLUMNS (any subset)
     returns: pd.DataFrame | None = None    # wide daily log returns up to as_of (effective-K)
-    episodes: pd.DataFrame | None = None   # closed episodes (reports; not used for sizing)
+    episodes: pd.DataFrame | None = None   # closed episodes (reports; the hint's drawdown state)
     skill: dict | None = None              # baseline manifest "skill" (per-horizon OOS skill)
     size_hint: HintStatus | None = None    # the learned size hint and whether it is used
 
