@@ -62,10 +62,10 @@ def _timed_parts(times: dict) -> mock._patch:
     """Time every base fit of the in-process run by (horizon, part)."""
     real = train.fit_part
 
-    def run(frame, mask, name, sessions, settings, part):
+    def run(frame, mask, name, sessions, settings, part, samples=None):
         t0 = time.perf_counter()
         try:
-            return real(frame, mask, name, sessions, settings, part)
+            return real(frame, mask, name, sessions, settings, part, samples)
         finally:
             times[(name, part)].append(time.perf_counter() - t0)
     return mock.patch.object(train, "fit_part", run)

@@ -217,8 +217,24 @@ class RankerSettings(_Section):
     pairs_per_sample: int = Field(1, ge=1, le=64, description="Pairs per name (mean) or the "
                                   "top-k cut (topk).")
     max_train_rows: int = Field(
-        120_000, ge=1000, le=50_000_000, description="Cap on the ranker's training rows (its "
-        "relative-return target is noisier than the barrier labels and gains from more rows).")
+        60_000, ge=1000, le=50_000_000, description="Cap on the ranker's training rows (the "
+        "same sample as the classifiers when equal to models.max_train_rows).")
+    horizon_max_train_rows: dict[str, int] = Field(
+        default_factory=dict, description="Per-horizon caps that replace max_train_rows, by "
+        "horizon name (a long horizon's labels overlap over more sessions, so each sampled row "
+        "carries less new information).")
+
+    @model_validator(mode="after")
+    def _caps_in_range(self) -> RankerSettings:
+        bad = {k: v for k, v in self.horizon_max_train_rows.items()
+               if not 1000 <= v <= 50_000_000}
+        if bad:
+            raise ValueError(f"horizon_max_train_rows must be 1000..50000000 rows: {bad}")
+        return self
+
+    def rows_for(self, horizon: str) -> int:
+        """The ranker's row cap for ``horizon``."""
+        return self.horizon_max_train_rows.get(horizon, self.max_train_rows)
 
 
 class SkillSettings(_Section):
@@ -313,6 +329,10 @@ class AppSettings(BaseSettings):
         if self.fusion.plan_horizon not in self.labels.horizons:
             raise ValueError(f"fusion.plan_horizon {self.fusion.plan_horizon!r} is not one of the "
                              f"label horizons {sorted(self.labels.horizons)}")
+        unknown = sorted(set(self.models.ranker.horizon_max_train_rows) - set(self.labels.horizons))
+        if unknown:
+            raise ValueError(f"models.ranker.horizon_max_train_rows names {unknown}, not label "
+                             f"horizons {sorted(self.labels.horizons)}")
         return self
 
     @classmethod

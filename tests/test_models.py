@@ -310,3 +310,26 @@ def test_cli_train_shows_progress_and_writes_a_baseline(home, monkeypatch, tmp_p
     assert "not promoted to active: no measured skill at the plan horizon (short)" in text
     assert (other.models / "cli1" / "model_card.md").is_file()
     assert read_registry(other)["active"] is None
+
+
+def test_ranker_rows_per_horizon_and_one_shared_sample(frame):
+    """The ranker's cap is per horizon where set; the parts of a block share one seeded draw,
+    so a part fitted alone (a Dask job) gets exactly the rows of the in-process block."""
+    from tasks.models.train import fit_part
+
+    settings = load_settings(models={**SMALL, "max_train_rows": 3000,
+                                     "ranker": {"max_train_rows": 3000,
+                                                "horizon_max_train_rows": {"mid": 6000}}})
+    sess = _sessions(frame)
+    mask = np.ones(len(frame), dtype=bool)
+    short = fit_part(frame, mask, "short", sess, settings, "ranker")
+    mid = fit_part(frame, mask, "mid", sess, settings, "ranker")
+    assert short.info["rows"] <= 3000 < mid.info["rows"] <= 6000
+    samples: dict = {}
+    xgb_shared = fit_part(frame, mask, "short", sess, settings, "xgb", samples)
+    ranker_shared = fit_part(frame, mask, "short", sess, settings, "ranker", samples)
+    assert list(samples) == [3000]                   # classifiers and ranker: one draw
+    X = samples[3000][1]
+    np.testing.assert_array_equal(ranker_shared.score(X), short.score(X))
+    alone = fit_part(frame, mask, "short", sess, settings, "xgb")
+    np.testing.assert_array_equal(xgb_shared.predict_proba(X), alone.predict_proba(X))

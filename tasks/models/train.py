@@ -149,26 +149,32 @@ def run_fit_job(frame: pd.DataFrame, sessions: pd.DatetimeIndex, settings: AppSe
 
 
 def fit_part(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.DatetimeIndex,
-             settings: AppSettings, part: str) -> object:
+             settings: AppSettings, part: str,
+             samples: dict[int, tuple[pd.DataFrame, np.ndarray]] | None = None) -> object:
     """One part fitted on the training rows under ``mask``: a base classifier or the payoff
-    head on one sample (``models.max_train_rows``), the ranker on its own, larger sample
-    (``models.ranker.max_train_rows``)."""
-    label = f"label_{name}"
-    keep = mask & frame[label].notna().to_numpy()
-    cols = feature_columns(settings)
+    head on one sample (``models.max_train_rows``), the ranker on a sample of
+    ``models.ranker.rows_for(name)`` rows. ``samples``: the rows and feature matrix already drawn
+    for this mask, by cap (the parts of one block share them; the draw is seeded, so a part
+    fitted alone gets the same rows)."""
+    cap = (settings.models.ranker.rows_for(name) if part == "ranker"
+           else settings.models.max_train_rows)
+    if samples is not None and cap in samples:
+        rows, X = samples[cap]
+    else:
+        keep = mask & frame[f"label_{name}"].notna().to_numpy()
+        rows = _sample(frame, keep, sessions, settings, cap=cap)
+        X = rows[feature_columns(settings)].to_numpy(dtype="float32", na_value=np.nan)
+        if samples is not None:
+            samples[cap] = rows, X
     threads = settings.runtime.n_threads
     if part == "ranker":
-        wide = _sample(frame, keep, sessions, settings, cap=settings.models.ranker.max_train_rows)
-        return RankModel().fit(wide[cols].to_numpy(dtype="float32", na_value=np.nan),
-                               wide[f"fwd_return_{name}"].to_numpy(dtype="float64"),
-                               wide["date"].to_numpy(), settings.models, threads)
-    rows = _sample(frame, keep, sessions, settings)
-    X = rows[cols].to_numpy(dtype="float32", na_value=np.nan)
+        return RankModel().fit(X, rows[f"fwd_return_{name}"].to_numpy(dtype="float64"),
+                               rows["date"].to_numpy(), settings.models, threads)
     if part == "payoff":
         return PayoffHead().fit(X, rows[f"outcome_{name}"].to_numpy(),
                                 rows[f"rel_timeout_{name}"].to_numpy(dtype="float64"),
                                 settings.models, threads)
-    return fit_base_model(part, X, rows[label].to_numpy(), settings.models, threads)
+    return fit_base_model(part, X, rows[f"label_{name}"].to_numpy(), settings.models, threads)
 
 
 def assemble(parts: Mapping[str, object],
@@ -182,7 +188,8 @@ def assemble(parts: Mapping[str, object],
 def _fit_base(frame: pd.DataFrame, mask: np.ndarray, name: str, sessions: pd.DatetimeIndex,
               settings: AppSettings) -> tuple[StackedEnsemble, PayoffHead, RankModel]:
     """Every part of one horizon's model, fitted here, one after the other."""
-    return assemble({p: fit_part(frame, mask, name, sessions, settings, p)
+    samples: dict[int, tuple[pd.DataFrame, np.ndarray]] = {}
+    return assemble({p: fit_part(frame, mask, name, sessions, settings, p, samples)
                      for p in fit_parts(settings)}, settings)
 
 
