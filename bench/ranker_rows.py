@@ -59,11 +59,15 @@ def _ints(text: str) -> list[int]:
 
 
 def run_ranker(frame: pd.DataFrame, sess: pd.DatetimeIndex, settings, name: str, folds,
-               cap: int, seed: int) -> tuple[pd.Series, float]:
-    """Daily rank IC of the ranker (cap rows, seed) over the folds' test years, and the mean
-    fit time per fold."""
+               cap: int, seed: int, pairs: tuple[str, int] | None = None
+               ) -> tuple[pd.Series, float]:
+    """Daily rank IC of the ranker (cap rows, seed, ``pairs``: pair method and pairs per
+    name, default the settings') over the folds' test years, and the mean fit time per fold."""
     cols = feature_columns(settings)
     cfg = settings.models.model_copy(update={"random_state": seed})
+    if pairs is not None:
+        cfg = cfg.model_copy(update={"ranker": cfg.ranker.model_copy(
+            update={"pair_method": pairs[0], "pairs_per_sample": pairs[1]})})
     run_settings = settings.model_copy(update={"models": cfg})
     threads = settings.runtime.n_threads
     ics, fit_s = [], []
@@ -95,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="42,7,2024")
     ap.add_argument("--last-test-year", type=int, default=2012)
     ap.add_argument("--horizons", default=None, help="default: every horizon of labels.horizons")
+    ap.add_argument("--pairs", default=None,
+                    help="compare pair settings instead of caps, e.g. mean:1,mean:8,topk:32 "
+                         "(at the first cap of --caps)")
     args = ap.parse_args(argv)
     if not args.demo and not args.data.is_file():
         print(f"data file not found at {args.data}; nothing to benchmark (--demo needs none)")
@@ -121,30 +128,33 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"\n{name} (h={h}): {len(folds)} folds, test years "
               f"{folds[0].test_start.year}-{folds[-1].test_start.year}")
-        averaged: dict[int, pd.Series] = {}
-        fit_time: dict[int, float] = {}
-        for cap in caps:
+        averaged: dict = {}
+        fit_time: dict = {}
+        arms = ([(caps[0], (m, int(k))) for m, k in (x.split(":") for x in args.pairs.split(","))]
+                if args.pairs else [(cap, None) for cap in caps])
+        for cap, pairs in arms:
+            key = f"{pairs[0]}:{pairs[1]}" if pairs else cap
             means, runs, secs = [], [], []
             for seed in seeds:
-                ic, fit_s = run_ranker(frame, sess, settings, name, folds, cap, seed)
+                ic, fit_s = run_ranker(frame, sess, settings, name, folds, cap, seed, pairs)
                 by_year = ic.groupby(pd.DatetimeIndex(ic.index).year).mean()
                 means.append(float(ic.mean()))
                 runs.append(ic)
                 secs.append(fit_s)
-                print(f"  cap {cap:>7} seed {seed:>5}: IC {ic.mean():+.4f} "
+                print(f"  {key!s:>12} seed {seed:>5}: IC {ic.mean():+.4f} "
                       f"t {newey_west_t(ic.to_numpy(), h - 1):+.2f}  {fit_s:5.2f} s a fit  "
                       + " ".join(f"{y}:{v:+.3f}" for y, v in by_year.items()), flush=True)
-            averaged[cap] = pd.concat(runs, axis=1).mean(axis=1)
-            fit_time[cap] = float(np.mean(secs))
+            averaged[key] = pd.concat(runs, axis=1).mean(axis=1)
+            fit_time[key] = float(np.mean(secs))
             spread = statistics.pstdev(means) if len(means) > 1 else float("nan")
-            print(f"  cap {cap:>7} mean over {len(seeds)} seeds: IC {np.mean(means):+.4f} "
+            print(f"  {key!s:>12} mean over {len(seeds)} seeds: IC {np.mean(means):+.4f} "
                   f"(seed spread {spread:.4f}), {np.mean(secs):.2f} s a fit")
-        first = caps[0]
-        for cap in caps[1:]:
-            diff = (averaged[cap] - averaged[first]).dropna()
-            print(f"  cap {cap} - cap {first}: {diff.mean():+.4f} per day, Newey-West t "
+        keys = list(averaged)
+        for key in keys[1:]:
+            diff = (averaged[key] - averaged[keys[0]]).dropna()
+            print(f"  {key} - {keys[0]}: {diff.mean():+.4f} per day, Newey-West t "
                   f"{newey_west_t(diff.to_numpy(), h - 1):+.2f}; fit time "
-                  f"{fit_time[cap] / fit_time[first]:.2f}x")
+                  f"{fit_time[key] / fit_time[keys[0]]:.2f}x")
     return 0
 
 
