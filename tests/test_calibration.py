@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tasks.models.calibration import (
@@ -60,32 +59,3 @@ def test_binned_isotonic_has_no_extreme_steps_from_a_few_rows():
     p[-3:], y[-3:] = 0.35, 1.0  # three lucky wins at the top
     model = Isotonic().fit(p, y)
     assert model.predict(np.array([0.9]))[0] < 0.5
-
-
-def test_calibrators_map_the_stacker_they_are_applied_to():
-    """Earlier folds' stored p_raw came from other stackers: the fold's calibrators must be fit on
-    its own stacker's output on the prior rows, or their map is on the wrong scale."""
-    from tasks.models.ensemble import StackedEnsemble
-    from tasks.models.payoff import PayoffHead
-    from tasks.models.train import _fit_stack_and_calibrate
-
-    settings = load_settings()
-    rng = np.random.default_rng(5)
-
-    def rows(n: int) -> pd.DataFrame:
-        z = rng.normal(0, 1, n)
-        y = (rng.random(n) < 1 / (1 + np.exp(-(z - 1.5)))).astype(float)
-        noisy = {f"p_{m}": 1 / (1 + np.exp(-(2 * z + rng.normal(0, 0.5, n)))) for m in ("rf", "xgb", "cat")}
-        return pd.DataFrame({**noisy, "label": y, "vol_regime": "med_vol",
-                             "date": pd.Timestamp("2010-01-04") + pd.to_timedelta(np.arange(n) // 50, "D")})
-
-    prior = rows(30_000)
-    prior["p_raw"] = 1 - prior["p_rf"]   # an earlier stacker's output on another scale entirely
-    model = StackedEnsemble(settings.models).with_models({m: None for m in ("rf", "xgb", "cat")})
-    cals = _fit_stack_and_calibrate(model, PayoffHead(), prior, settings, 5)
-    test = rows(30_000)
-    p_cal = apply_calibrators(model.combine(test[["p_rf", "p_xgb", "p_cat"]].to_numpy()),
-                              test["vol_regime"].to_numpy(), cals)
-    y = test["label"].to_numpy()
-    assert np.corrcoef(p_cal, y)[0, 1] > 0.2          # ranks like the stacker, not flattened
-    assert ece_equal_mass(y, p_cal) < 0.01

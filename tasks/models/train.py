@@ -226,13 +226,9 @@ def _fit_stack_and_calibrate(model: StackedEnsemble, head: PayoffHead, prior: pd
                                 horizon=h)
     if prior.empty or prior["label"].nunique() < 2:
         return {}
-    base = prior[[f"p_{n}" for n in model.base_names]].to_numpy()
-    model.fit_stacker(base, prior["label"].to_numpy())
-    # the calibrators map THIS stacker's output, so they are fit on it: the earlier folds'
-    # stored p_raw came from their own stackers (the first fold's from the mean logit), and a
-    # map fit on another stacker's scale is off on this one's (on test years 2005-2012 of the
-    # shared data, the short horizon's Brier skill rose in every regime with this change)
-    return fit_regime_calibrators(model.combine(base), prior["label"].to_numpy(),
+    cols = [f"p_{n}" for n in model.base_names]
+    model.fit_stacker(prior[cols].to_numpy(), prior["label"].to_numpy())
+    return fit_regime_calibrators(prior["p_raw"].to_numpy(), prior["label"].to_numpy(),
                                   prior["vol_regime"].to_numpy(), prior["date"].to_numpy(),
                                   settings.models)
 
