@@ -132,9 +132,9 @@ class FoldProbe:
         return models
 
     def _sample(self, fn: Callable) -> Callable:
-        def run(*args, **kwargs):
-            rows = fn(*args, **kwargs)
-            if kwargs.get("cap") is None:   # the classifiers' sample, not the ranker's own
+        def run(frame, keep, sessions, settings, cap=None):
+            rows = fn(frame, keep, sessions, settings, cap=cap)
+            if cap is None or cap == settings.models.max_train_rows:   # the classifiers' draw
                 self._sampled = rows
                 self.current.rows = len(rows)
             return rows
