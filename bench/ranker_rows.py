@@ -43,8 +43,6 @@ from tasks.models.train import _sample, horizon_folds, train_mask, training_fram
 from tasks.paths import Paths  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "sp500" / "ohlcv_daily.parquet"
-
 
 def _folds_bench():
     spec = importlib.util.spec_from_file_location("train_folds", ROOT / "bench" / "train_folds.py")
@@ -89,12 +87,8 @@ def run_ranker(frame: pd.DataFrame, sess: pd.DatetimeIndex, settings, name: str,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--constituents", type=Path, default=None)
-    ap.add_argument("--symbols", type=int, default=None)
-    ap.add_argument("--start", default=None)
-    ap.add_argument("--demo", action="store_true")
-    ap.add_argument("--seed", type=int, default=7, help="the demo market's seed")
+    folds_bench = _folds_bench()
+    folds_bench.add_source_args(ap, end=False)
     ap.add_argument("--caps", default="60000,120000")
     ap.add_argument("--seeds", default="42,7,2024")
     ap.add_argument("--last-test-year", type=int, default=2012)
@@ -112,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     names = (args.horizons.split(",") if args.horizons else list(settings.labels.horizons))
     with tempfile.TemporaryDirectory(prefix="hcp_bench_ranker_") as tmp:
         paths = Paths(Path(tmp) / "home")
-        src, what = _folds_bench()._source(args, Path(tmp))
+        src, what = folds_bench._source(args, Path(tmp))
         import_bars(src, settings, paths)
         bars = load_bars(paths.store)
         frame = training_frame(bars, load_constituents(paths.store), settings)
@@ -133,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         arms = ([(caps[0], (m, int(k))) for m, k in (x.split(":") for x in args.pairs.split(","))]
                 if args.pairs else [(cap, None) for cap in caps])
         for cap, pairs in arms:
-            key = f"{pairs[0]}:{pairs[1]}" if pairs else cap
+            key = f"{pairs[0]}:{pairs[1]}" if pairs else f"cap {cap}"
             means, runs, secs = [], [], []
             for seed in seeds:
                 ic, fit_s = run_ranker(frame, sess, settings, name, folds, cap, seed, pairs)

@@ -45,7 +45,6 @@ from tasks.models import pipeline, train  # noqa: E402
 from tasks.paths import Paths  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "sp500" / "ohlcv_daily.parquet"
 SHARED_TARGET_S = 5 * 60
 NOW = "2026-01-01T00:00:00+00:00"
 
@@ -97,13 +96,7 @@ def _phases(t0: float, steps: list[tuple[float, str]], t_end: float) -> list[tup
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--constituents", type=Path, default=None)
-    ap.add_argument("--symbols", type=int, default=None)
-    ap.add_argument("--start", default=None)
-    ap.add_argument("--end", default=None)
-    ap.add_argument("--demo", action="store_true")
-    ap.add_argument("--seed", type=int, default=7)
+    _folds_bench().add_source_args(ap)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--skip-dask", action="store_true", help="the in-process run only")
     ap.add_argument("--threads", type=int, default=None,

@@ -293,21 +293,27 @@ def _total(timings: list[FoldTiming]) -> str:
             f"{total / base:>7.1f}x")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; exit 0 with a message when the data file is absent."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_source_args(ap: argparse.ArgumentParser, end: bool = True) -> None:
+    """The options of :func:`_source` (the bench scripts that train share them)."""
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--constituents", type=Path, default=None,
                     help="default: constituents.csv beside --data")
     ap.add_argument("--symbols", type=int, default=None,
                     help="the first N symbols, sorted (default all; with --demo 500)")
     ap.add_argument("--start", default=None, help="first bar date (with --demo 2000-01-03)")
-    ap.add_argument("--end", default=None, help="last bar date (with --demo 2019-12-31)")
+    if end:
+        ap.add_argument("--end", default=None, help="last bar date (with --demo 2019-12-31)")
+    ap.add_argument("--demo", action="store_true", help="the seeded synthetic market instead")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the demo market")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 0 with a message when the data file is absent."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_source_args(ap)
     ap.add_argument("--first-test-year", type=int, default=None,
                     help="default: models.first_test_year in force")
     ap.add_argument("--horizon", default=None, help="default: fusion.plan_horizon")
-    ap.add_argument("--demo", action="store_true", help="the seeded synthetic market instead")
-    ap.add_argument("--seed", type=int, default=7, help="seed of the demo market")
     args = ap.parse_args(argv)
     if not args.demo and not args.data.is_file():
         print(f"data file not found at {args.data}; nothing to benchmark (--demo needs none)")
