@@ -167,3 +167,15 @@ def test_every_variable_the_project_mentions_is_valid():
               "HCP_RISK__BUCKET_CAPS__SMALL", "HCP_LABELS__STOP_ATR__X"}  # this file's examples
     assert len(names) > 20
     assert unknown_env(dict.fromkeys(names, "1")) == []
+
+
+def test_ranker_rows_per_horizon_name_known_horizons_and_sane_caps(monkeypatch, tmp_path):
+    settings = load_settings()
+    assert settings.models.ranker.rows_for("mid") == 120_000
+    assert settings.models.ranker.rows_for("short") == settings.models.ranker.max_train_rows
+    for bad, words in (({"long": 90_000}, "not label horizons"), ({"mid": 10}, "1000..50000000")):
+        path = _write(tmp_path, {"models": {"ranker": {"horizon_max_train_rows": bad}}})
+        with pytest.raises(ConfigError, match=words):
+            load_settings(path)
+    monkeypatch.setenv("HCP_MODELS__RANKER__HORIZON_MAX_TRAIN_ROWS__MID", "30000")
+    assert load_settings().models.ranker.rows_for("mid") == 30_000
